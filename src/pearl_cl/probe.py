@@ -1,0 +1,75 @@
+"""Proximity probes: how far a new task pulls the reference weights (DESIGN.md §2 step 2).
+
+Both probes work on a throw-away copy of the reference backbone with a fresh head for the task
+and return ΔW_l for every adaptable layer l; nothing they do touches the model being learned.
+
+* ``finetune``: train the copy with all weights free for ``probe_epochs``; ΔW = W_probe − W_ref.
+* ``gradient``: one pass over the task's training data accumulating gradients at W_ref without
+  stepping; ΔW = −lr · Σ_batches ∇_W L, the displacement one epoch of SGD would make if the
+  gradient stayed at its value at W_ref (our reading; the paper's abstract is silent).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pearl_cl.backbones import adaptable_layers
+from pearl_cl.data.batches import iterate_batches
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.errors import ConfigError
+from pearl_cl.training import FitSettings, fit
+
+PROBES = ("finetune", "gradient")
+
+
+def _probe_network(reference: nn.Module, n_classes: int, seed: int) -> tuple[nn.Module, nn.Linear]:
+    torch.manual_seed(seed)
+    backbone = copy.deepcopy(reference)
+    for p in backbone.parameters():
+        p.requires_grad_(True)
+    return backbone, nn.Linear(backbone.feature_dim, n_classes)
+
+
+def _weights(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: m.weight.detach().clone() for name, m in adaptable_layers(backbone).items()}
+
+
+def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
+    """ΔW per adaptable layer after fine-tuning a copy of ``reference`` on ``task``.
+
+    Returns layer name → tensor shaped like that layer's weight.
+    """
+    backbone, head = _probe_network(reference, len(task.classes), seed)
+    before = _weights(backbone)
+    params = list(backbone.parameters()) + list(head.parameters())
+    net = nn.Sequential(backbone, head)
+    fit(net, net, params, task.train_x, task.train_y, settings, seed, desc=f"{task.name} probe")
+    after = _weights(backbone)
+    return {name: after[name] - before[name] for name in before}
+
+
+def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
+    """ΔW = −lr·Σ∇W over one pass of ``task``'s training batches, at the reference weights."""
+    backbone, head = _probe_network(reference, len(task.classes), seed)
+    layers = adaptable_layers(backbone)
+    backbone.train()
+    generator = torch.Generator().manual_seed(seed)
+    for xb, yb in iterate_batches(task.train_x, task.train_y, settings.batch_size, generator):
+        nn.functional.cross_entropy(head(backbone(xb)), yb).backward()
+    return {name: -settings.lr * m.weight.grad.detach().clone() for name, m in layers.items()}
+
+
+def run_probe(kind: str, reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
+    """Dispatch to the probe named ``kind`` (``pearl.probe``).
+
+    Raises:
+        ConfigError: unknown probe.
+    """
+    if kind == "finetune":
+        return finetune_probe(reference, task, settings, seed)
+    if kind == "gradient":
+        return gradient_probe(reference, task, settings, seed)
+    raise ConfigError(f"unknown probe {kind!r} (pearl.probe); choose one of: {', '.join(PROBES)}")

@@ -1,0 +1,162 @@
+"""Proximity and rank rules of PEARL: pure functions on tensors, no training inside.
+
+Source: PEARL (Bhat et al., arXiv 2505.11998) chooses each task's LoRA rank per layer from the
+task's distance to the reference weights; the rules below are this project's reading of it
+(DESIGN.md §2 step 3). For a layer ``l`` with reference weights ``W_ref`` and probe
+displacement ``ΔW = W_probe − W_ref``, both reshaped to ``(out, in·kh·kw)``:
+
+* ``residual``: smallest r with ‖ΔW − [ΔW]_r‖_F ≤ ε·‖W_ref‖_F;
+* ``energy``: smallest r with Σ_{i≤r} σ_i² ≥ τ·Σ_i σ_i²;
+* ``distance``: r = ⌈r_max · p_l / max_k p_k⌉ with proximity p_l = ‖ΔW_l‖_F / ‖W_ref,l‖_F;
+* ``fixed``: the same rank for every layer (fixed-rank LoRA baseline).
+
+Every rule is then clipped to ``[r_min, min(r_max, out, in·kh·kw)]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pearl_cl.errors import ConfigError
+
+RANK_RULES = ("residual", "energy", "distance", "fixed")
+
+
+@dataclass(frozen=True)
+class RankRule:
+    """A rank rule and its parameters (the ``pearl.*`` config knobs).
+
+    Attributes:
+        name: one of :data:`RANK_RULES`.
+        r_min: lower clip (0 lets a layer go unadapted).
+        r_max: upper clip, also the ``distance`` rule's largest rank.
+        epsilon: ``residual`` tolerance, relative to ‖W_ref‖_F.
+        tau: ``energy`` fraction of Σσ² to keep, in (0, 1].
+        fixed_rank: the ``fixed`` rule's rank.
+    """
+
+    name: str = "residual"
+    r_min: int = 0
+    r_max: int = 16
+    epsilon: float = 0.05
+    tau: float = 0.9
+    fixed_rank: int = 4
+
+    def __post_init__(self) -> None:
+        if self.name not in RANK_RULES:
+            raise ConfigError(f"unknown rank rule {self.name!r} (pearl.rank_rule); choose one of: {', '.join(RANK_RULES)}")
+        if self.r_min < 0 or self.r_max < max(self.r_min, 1):
+            raise ConfigError(f"need 0 <= pearl.r_min <= pearl.r_max and pearl.r_max >= 1, got r_min={self.r_min}, r_max={self.r_max}")
+        if self.epsilon < 0:
+            raise ConfigError(f"pearl.epsilon must be >= 0, got {self.epsilon}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"pearl.tau must be in (0, 1], got {self.tau}")
+        if self.fixed_rank < 1:
+            raise ConfigError(f"pearl.fixed_rank must be >= 1, got {self.fixed_rank}")
+
+
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """Reshape a Linear ``(out, in)`` or Conv ``(out, in, kh, kw)`` weight to ``(out, in·kh·kw)``."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def proximity(delta: torch.Tensor, reference: torch.Tensor) -> float:
+    """‖ΔW‖_F / ‖W_ref‖_F (dimensionless; 0 when the probe did not move the layer)."""
+    ref_norm = float(torch.linalg.matrix_norm(as_matrix(reference).double()))
+    return float(torch.linalg.matrix_norm(as_matrix(delta).double())) / max(ref_norm, 1e-12)
+
+
+def singular_values(delta: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``as_matrix(delta)`` in descending order, float64, shape ``(min(out, in),)``."""
+    return torch.linalg.svdvals(as_matrix(delta).double())
+
+
+def residual_rank(sigma: torch.Tensor, reference_norm: float, epsilon: float) -> int:
+    """Smallest r with sqrt(Σ_{i>r} σ_i²) ≤ ε·‖W_ref‖_F (Eckart–Young: the rank-r residual).
+
+    The tolerance never falls below float64 round-off, σ_1·len(σ)·machine-epsilon, so that
+    ε = 0 gives the numerical rank rather than counting rounding noise as directions.
+    """
+    floor = float(sigma.max()) * len(sigma) * torch.finfo(torch.float64).eps if len(sigma) else 0.0
+    tail = torch.flip(torch.cumsum(torch.flip(sigma.double() ** 2, [0]), 0), [0])  # tail[r] = Σ_{i≥r} σ_i² (0-based)
+    tail = torch.cat([tail, tail.new_zeros(1)])
+    tolerance = max(epsilon * reference_norm, floor) ** 2
+    return int(torch.nonzero(tail <= tolerance * (1 + 1e-12))[0])
+
+
+def energy_rank(sigma: torch.Tensor, tau: float) -> int:
+    """Smallest r with Σ_{i≤r} σ_i² ≥ τ·Σ σ_i² (0 for a zero matrix)."""
+    energy = sigma.double() ** 2
+    total = float(energy.sum())
+    if total == 0.0:
+        return 0
+    kept = torch.cumsum(energy, 0)
+    return int(torch.nonzero(kept >= tau * total * (1 - 1e-12))[0]) + 1
+
+
+def distance_ranks(proximities: dict[str, float], r_max: int) -> dict[str, int]:
+    """⌈r_max · p_l / max_k p_k⌉ for each layer (all 0 when no layer moved)."""
+    largest = max(proximities.values(), default=0.0)
+    if largest <= 0.0:
+        return {name: 0 for name in proximities}
+    return {name: math.ceil(r_max * p / largest - 1e-9) for name, p in proximities.items()}
+
+
+def clip_rank(rank: int, rule: RankRule, shape: tuple[int, int]) -> int:
+    """Clip ``rank`` to ``[r_min, min(r_max, out, in·kh·kw)]`` for a matrix of ``shape``."""
+    upper = min(rule.r_max, *shape)
+    return max(min(rank, upper), min(rule.r_min, upper))
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """The rank decision for one layer of one task (a row of ``ranks.csv``)."""
+
+    layer: str
+    shape: tuple[int, int]
+    proximity: float
+    rank: int
+
+
+def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.Tensor], rule: RankRule) -> dict[str, LayerRank]:
+    """Choose a rank for every layer from its probe displacement (DESIGN.md §2 step 3).
+
+    Args:
+        deltas: layer name → ΔW (Linear ``(out, in)`` or Conv ``(out, in, kh, kw)``).
+        references: layer name → W_ref, same shapes as ``deltas``.
+        rule: the rank rule and its clip bounds.
+
+    Returns:
+        layer name → :class:`LayerRank`, in the order of ``deltas``.
+
+    Raises:
+        ValueError: ``deltas`` and ``references`` name different layers or shapes.
+    """
+    if deltas.keys() != references.keys():
+        raise ValueError(f"deltas and references name different layers: {sorted(set(deltas) ^ set(references))}")
+    prox = {}
+    for name, delta in deltas.items():
+        if delta.shape != references[name].shape:
+            raise ValueError(f"layer {name}: delta shape {tuple(delta.shape)} != reference shape {tuple(references[name].shape)}")
+        prox[name] = proximity(delta, references[name])
+    if rule.name == "distance":
+        raw = distance_ranks(prox, rule.r_max)
+    elif rule.name == "fixed":
+        raw = {name: rule.fixed_rank for name in deltas}
+    else:
+        raw = {}
+        for name, delta in deltas.items():
+            sigma = singular_values(delta)
+            if rule.name == "residual":
+                ref_norm = float(torch.linalg.matrix_norm(as_matrix(references[name]).double()))
+                raw[name] = residual_rank(sigma, ref_norm, rule.epsilon)
+            else:
+                raw[name] = energy_rank(sigma, rule.tau)
+    result = {}
+    for name, delta in deltas.items():
+        shape = tuple(as_matrix(delta).shape)
+        result[name] = LayerRank(name, shape, prox[name], clip_rank(raw[name], rule, shape))
+    return result

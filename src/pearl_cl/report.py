@@ -1,0 +1,70 @@
+"""Console tables from a finished run (our design; plots come in a later issue)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pearl_cl.runner import SCENARIO, RunResult
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned first column, right-aligned others, with a rule under the header."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) if k == 0 else str(c).rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def task_table(result: RunResult) -> str:
+    """One row per task: classes, Task-IL accuracy just after it and at the end, ranks, cost."""
+    acc, n = result.accuracy, len(result.records)
+    backbone = result.metrics["backbone_parameters"]
+    seconds = result.metrics["seconds_per_task"]
+    rows = []
+    for i, r in enumerate(result.records):
+        ranks = [lr.rank for lr in r.ranks.values()]
+        rank_text = "reference" if r.reference else f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks, default=0)})"
+        rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}", rank_text,
+                     f"{r.parameters['total']:,}", f"{100.0 * r.parameters['total'] / backbone:.2f}", f"{seconds[i]['total']:.1f}"])
+    return _table(["task", "classes", "acc@learned %", "acc@end %", "rank sum (adapted layers)", "params added",
+                   "% backbone", "seconds"], rows)
+
+
+def rank_table(result: RunResult) -> str:
+    """Rank chosen per layer (rows) and task (columns), with the probe's proximity in brackets."""
+    later = [r for r in result.records if not r.reference]
+    if not later:
+        return ""
+    layers = list(later[0].ranks)
+    rows = [[layer] + [f"{r.ranks[layer].rank} ({r.ranks[layer].proximity:.3f})" for r in later] for layer in layers]
+    return _table(["layer: rank (proximity)"] + [r.task for r in later], rows)
+
+
+def summary(result: RunResult) -> str:
+    """The run's closing summary: task table, rank table and the headline metrics."""
+    m = result.metrics
+    s = m["scenarios"][SCENARIO]
+    added = m["parameters_added_after_reference"]
+    total_seconds = sum(t["total"] for t in m["seconds_per_task"])
+    headline = _table(["metric", SCENARIO], [
+        ["average accuracy %", f"{s['average_accuracy']:.2f}"],
+        ["average incremental accuracy %", f"{s['average_incremental_accuracy']:.2f}"],
+        ["forgetting (pp)", f"{s['forgetting']:.2f}"],
+        ["BWT (pp)", f"{s['bwt']:.2f}"],
+        ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
+        ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
+        ["seconds (all tasks)", f"{total_seconds:.1f}"],
+    ])
+    parts = [f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks", task_table(result)]
+    ranks = rank_table(result)
+    if ranks:
+        parts.append(ranks)
+    parts += [headline, f"run directory: {result.directory}"]
+    return "\n\n".join(parts)
+
+
+def format_matrix(acc: np.ndarray) -> str:
+    """The accuracy matrix as text, ``-`` for tasks not yet seen."""
+    n = acc.shape[0]
+    rows = [[f"after task{i + 1}"] + ["-" if np.isnan(v) else f"{v:.2f}" for v in acc[i]] for i in range(n)]
+    return _table(["R[i, j] %"] + [f"task{j + 1}" for j in range(n)], rows)

@@ -1,0 +1,130 @@
+"""The run directory: atomic writes and a manifest of SHA-256 checksums (DESIGN.md §6).
+
+Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
+its final name, so a reader never sees a half-written file. ``manifest.json`` (itself written
+the same way) lists every file with its size in bytes and SHA-256 digest; :meth:`RunStore.verify`
+checks them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from pearl_cl.errors import PearlError
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunStore:
+    """A run directory; every write goes through :meth:`write_bytes` and is recorded in the manifest.
+
+    Raises:
+        PearlError: the directory cannot be created or written (names it and the fix).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PearlError(f"cannot create run directory {self.root}: {exc.strerror}; choose another with --out DIR") from exc
+        manifest = self.root / MANIFEST
+        self.files: dict[str, dict[str, Any]] = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write ``data`` at ``root/relative`` and record it in the manifest; returns the path."""
+        path = self.root / relative
+        try:
+            atomic_write_bytes(path, data)
+            self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+            body = json.dumps({"files": dict(sorted(self.files.items()))}, indent=2).encode()
+            atomic_write_bytes(self.root / MANIFEST, body)
+        except OSError as exc:
+            raise PearlError(f"cannot write {path}: {exc.strerror}; check that {self.root} is writable or choose --out DIR") from exc
+        return path
+
+    def write_text(self, relative: str, text: str) -> Path:
+        """Write UTF-8 ``text`` (see :meth:`write_bytes`)."""
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_json(self, relative: str, obj: Any) -> Path:
+        """Write ``obj`` as indented JSON (see :meth:`write_bytes`)."""
+        return self.write_text(relative, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+    def write_csv(self, relative: str, header: list[str], rows: Iterable[Iterable[Any]]) -> Path:
+        """Write a CSV with ``header`` and ``rows`` (see :meth:`write_bytes`)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return self.write_text(relative, buffer.getvalue())
+
+    def write_tensors(self, relative: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+        """Write ``tensors`` as a safetensors file (see :meth:`write_bytes`)."""
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        return self.write_bytes(relative, save_safetensors(contiguous, metadata=metadata))
+
+    def read_tensors(self, relative: str) -> dict[str, torch.Tensor]:
+        """Read a safetensors file after checking its checksum against the manifest.
+
+        Raises:
+            PearlError: the file is missing, not in the manifest, or its checksum differs.
+        """
+        return load_safetensors(self.read_verified(relative))
+
+    def read_verified(self, relative: str) -> bytes:
+        """The bytes of ``root/relative`` after checking size and SHA-256 against the manifest.
+
+        Raises:
+            PearlError: missing file, unknown file, or checksum mismatch (names the file).
+        """
+        path = self.root / relative
+        if relative not in self.files:
+            raise PearlError(f"{path} is not listed in {self.root / MANIFEST}; the run directory is incomplete")
+        if not path.is_file():
+            raise PearlError(f"{path} is missing; the run directory is incomplete")
+        data = path.read_bytes()
+        if sha256(data) != self.files[relative]["sha256"]:
+            raise PearlError(f"{path} is corrupt: its SHA-256 does not match {MANIFEST}; restore it or re-run the task")
+        return data
+
+    def verify(self) -> list[str]:
+        """Relative paths of every manifest entry whose file is missing or fails its checksum."""
+        bad = []
+        for relative in self.files:
+            try:
+                self.read_verified(relative)
+            except PearlError:
+                bad.append(relative)
+        return bad

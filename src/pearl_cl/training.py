@@ -1,0 +1,113 @@
+"""Fit one task: the loop, the optimiser, epochs, progress bar and a NaN guard (our design)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pearl_cl.data.batches import iterate_batches, n_batches
+from pearl_cl.errors import ConfigError, TrainingError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to fit: ``epochs`` passes over the data in batches of ``batch_size``; ``lr`` is the
+    step size; ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r} (train.optimizer); choose one of: {', '.join(OPTIMIZERS)}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}")
+
+
+@dataclass(frozen=True)
+class FitStats:
+    """What a fit did: optimiser ``steps``, wall ``seconds``, mean loss of the last epoch."""
+
+    steps: int
+    seconds: float
+    final_loss: float
+
+
+def make_optimizer(params: Iterable[nn.Parameter], settings: FitSettings) -> torch.optim.Optimizer:
+    """The optimiser named by ``settings`` over ``params``."""
+    params = list(params)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def fit(
+    module: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    params: Iterable[nn.Parameter],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: FitSettings,
+    seed: int,
+    desc: str = "train",
+) -> FitStats:
+    """Minimise cross-entropy of ``forward(x)`` against ``y`` over ``params`` only.
+
+    ``module`` is put in train mode; ``forward`` maps ``(B, C, H, W)`` to ``(B, K)`` logits;
+    ``y`` holds labels in ``[0, K)``. Batches are shuffled with a generator seeded by ``seed``.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite (names the step and the fix).
+    """
+    if len(y) == 0:
+        raise TrainingError(f"{desc}: no training images; check the benchmark's task split")
+    optimizer = make_optimizer(params, settings)
+    generator = torch.Generator().manual_seed(seed)
+    module.train()
+    start = time.perf_counter()
+    steps, last_loss = 0, math.nan
+    total = settings.epochs * n_batches(len(y), settings.batch_size)
+    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True) as bar:
+        for epoch in range(settings.epochs):
+            loss_sum, count = 0.0, 0
+            for xb, yb in iterate_batches(x, y, settings.batch_size, generator):
+                loss = nn.functional.cross_entropy(forward(xb), yb)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
+                        f"lower the learning rate (now {settings.lr})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                loss_sum += loss.item() * len(yb)
+                count += len(yb)
+                bar.update(1)
+                if steps % 20 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / count:.4f}")
+            last_loss = loss_sum / count
+    return FitStats(steps=steps, seconds=time.perf_counter() - start, final_loss=last_loss)
+
+
+@torch.no_grad()
+def count_correct(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  batch_size: int = 512) -> int:
+    """Number of rows of ``x`` ``(N, C, H, W)`` whose argmax logit equals ``y`` ``(N,)``; eval mode."""
+    module.eval()
+    correct = 0
+    for xb, yb in iterate_batches(x, y, batch_size):
+        correct += int((forward(xb).argmax(1) == yb).sum())
+    return correct

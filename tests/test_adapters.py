@@ -1,0 +1,112 @@
+"""Adapters on PEFT: SVD initialisation, rank-0 layers, merging and per-task parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pearl_cl.adapters import adapter_delta, adapter_ranks, add_task_adapter, merged_copy, svd_factors, task_parameters
+from pearl_cl.backbones import adaptable_layers, build_backbone
+from pearl_cl.model import ContinualModel
+
+
+def _model(name: str) -> ContinualModel:
+    torch.manual_seed(0)
+    model = ContinualModel(build_backbone(name, (1, 28, 28), width=0.25))
+    model.add_head("task1", 2)
+    return model
+
+
+def _deltas(model: ContinualModel, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: 0.1 * torch.randn(m.weight.shape, generator=g) for n, m in adaptable_layers(model.backbone).items()}
+
+
+def _best_rank_r(delta: torch.Tensor, r: int) -> torch.Tensor:
+    """[ΔW]_r by truncated SVD, reshaped back like ``delta`` (Eckart–Young)."""
+    mat = delta.reshape(delta.shape[0], -1).double()
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    return ((u[:, :r] * s[:r]) @ vh[:r]).reshape(delta.shape).float()
+
+
+@pytest.mark.parametrize("backbone, layer", [("resnet18", "layer2.0.conv1"), ("mlp", "fc2")])
+def test_svd_init_is_best_rank_r_approximation_of_probe(backbone, layer):
+    model = _model(backbone)
+    deltas = _deltas(model)
+    w_ref = adaptable_layers(model.backbone)[layer].weight.detach().clone()
+    ranks = {name: 3 for name in deltas}
+    add_task_adapter(model, "task2", ranks, "svd", deltas)
+    w_probe = w_ref + deltas[layer]
+    got = w_ref + adapter_delta(model, "task2", layer)
+    expected = w_ref + _best_rank_r(deltas[layer], 3)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # and it is the best: its error equals the Eckart–Young bound sqrt(sum of the other sigma^2)
+    sigma = torch.linalg.svdvals(deltas[layer].reshape(deltas[layer].shape[0], -1).double())
+    err = torch.linalg.norm((w_probe - got).double())
+    assert float(err) == pytest.approx(float(sigma[3:].pow(2).sum().sqrt()), rel=1e-4)
+
+
+def test_svd_factors_shapes():
+    b, a = svd_factors(torch.randn(8, 4, 3, 3), 2)
+    assert b.shape == (8, 2) and a.shape == (2, 36)
+
+
+def test_conv_adapter_output_matches_merged_weights():
+    model = _model("resnet18")
+    deltas = _deltas(model)
+    add_task_adapter(model, "task2", {n: 2 for n in deltas}, "svd", deltas)
+    model.add_head("task2", 2)
+    x = torch.randn(6, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        unmerged = model(x, "task2")
+        merged = merged_copy(model, "task2").eval()(x)
+        reference = merged_copy(model, "task1").eval()(x)
+        assert torch.allclose(unmerged, merged, atol=1e-4)
+        assert torch.allclose(reference, model(x, "task1"), atol=0)
+    # merging made plain layers and left the model's adapters in place
+    assert not any("lora" in n for n, _ in merged_copy(model, "task2").named_modules())
+    assert adapter_ranks(model, "task2") == {n: 2 for n in deltas}
+
+
+def test_zero_init_starts_at_reference_and_rank_zero_layers_are_skipped():
+    model = _model("resnet18")
+    names = list(adaptable_layers(model.backbone))
+    ranks = {n: (2 if i % 2 else 0) for i, n in enumerate(names)}
+    add_task_adapter(model, "task2", ranks, "zero")
+    model.add_head("task2", 2)
+    model.heads["task2"].load_state_dict(model.heads["task1"].state_dict())
+    assert adapter_ranks(model, "task2") == {n: r for n, r in ranks.items() if r > 0}
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x, "task2"), model(x, "task1"), atol=1e-6)
+
+
+def test_all_zero_ranks_still_give_the_task_its_own_batchnorm():
+    model = _model("resnet18")
+    add_task_adapter(model, "task2", {n: 0 for n in adaptable_layers(model.backbone)}, "zero")
+    model.add_head("task2", 2)
+    params = task_parameters(model, "task2")
+    assert adapter_ranks(model, "task2") == {}
+    assert any(".modules_to_save.task2." in n for n in params) and not any(".lora_" in n for n in params)
+
+
+def test_task_parameters_are_disjoint_between_tasks():
+    model = _model("resnet18")
+    for task in ("task2", "task3"):
+        add_task_adapter(model, task, {n: 1 for n in model.layer_names}, "zero")
+        model.add_head(task, 2)
+    p2, p3 = task_parameters(model, "task2"), task_parameters(model, "task3")
+    ref = task_parameters(model, "task1")
+    ids = [set(map(id, p.values())) for p in (ref, p2, p3)]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert all(".task3." in n or n.startswith("heads.task3") for n in p3)
+
+
+def test_duplicate_task_is_rejected():
+    model = _model("mlp")
+    ranks = {"fc1": 1, "fc2": 1}
+    add_task_adapter(model, "task2", ranks, "zero")
+    with pytest.raises(ValueError, match="already has an adapter"):
+        add_task_adapter(model, "task2", ranks, "zero")

