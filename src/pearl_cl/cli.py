@@ -29,13 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from pearl_cl.report import format_matrix, summary
+    from tqdm.auto import tqdm
+
+    from pearl_cl.report import format_matrix, summary, task_line
     from pearl_cl.runner import run
 
     values = {key: value for key, value in (("seed", args.seed), ("out", args.out), ("benchmark", args.benchmark),
                                             ("data__root", args.data_root)) if value is not None}
     config = load_config(args.config, args.overrides, **values)
-    result = run(config)
+    result = run(config, on_task=lambda record, acc: tqdm.write(task_line(record, acc)))
     print(format_matrix(result.accuracy))
     print()
     print(summary(result))

@@ -70,7 +70,7 @@ class PearlConfig:
     rank_rule: str = "residual"
     r_min: int = 0
     r_max: int = 16
-    epsilon: float = 0.05
+    epsilon: float = 0.2
     tau: float = 0.9
     fixed_rank: int = 4
     init: str = "svd"

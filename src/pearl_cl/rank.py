@@ -41,7 +41,7 @@ class RankRule:
     name: str = "residual"
     r_min: int = 0
     r_max: int = 16
-    epsilon: float = 0.05
+    epsilon: float = 0.2
     tau: float = 0.9
     fixed_rank: int = 4
 

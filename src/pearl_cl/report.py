@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pearl_cl.methods import TaskRecord
 from pearl_cl.runner import SCENARIO, RunResult
 
 
@@ -61,6 +62,14 @@ def summary(result: RunResult) -> str:
         parts.append(ranks)
     parts += [headline, f"run directory: {result.directory}"]
     return "\n\n".join(parts)
+
+
+def task_line(record: TaskRecord, acc: np.ndarray) -> str:
+    """One line after a task: its Task-IL test accuracy, ranks and parameters added."""
+    ranks = [r.rank for r in record.ranks.values()]
+    what = "reference (all weights)" if record.reference else f"rank sum {sum(ranks)} over {sum(r > 0 for r in ranks)}/{len(ranks)} layers"
+    return (f"{record.task} (classes {','.join(map(str, record.classes))}): {what}, {record.parameters['total']:,} params, "
+            f"test acc {acc[-1, -1]:.2f}%, average so far {np.mean(acc[-1]):.2f}%")
 
 
 def format_matrix(acc: np.ndarray) -> str:

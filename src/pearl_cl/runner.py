@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -118,8 +118,11 @@ def _write(store: RunStore, config: RunConfig, bench: Benchmark, acc: np.ndarray
     return result
 
 
-def run(config: RunConfig) -> RunResult:
+def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None = None) -> RunResult:
     """Learn ``config.benchmark`` with ``config.method`` and write the run directory.
+
+    ``on_task(record, accuracy)`` is called after each task is learned, evaluated and saved, with
+    the task's record and the accuracy matrix so far (``(i+1, i+1)``, %); the CLI prints a line.
 
     Same config and seed on the same machine give the same numbers (seeded RNGs, deterministic
     algorithms).
@@ -156,4 +159,6 @@ def run(config: RunConfig) -> RunResult:
         store.write_tensors(f"tasks/{task.name}.safetensors", learner.task_tensors(task.name), {"task": task.name})
         acc = metrics.accuracy_matrix(correct[: i + 1, : i + 1], totals[: i + 1])
         result = _write(store, config, bench, acc, learner.records, learner.backbone_parameters, seconds)
+        if on_task is not None:
+            on_task(learner.records[-1], acc)
     return RunResult(directory, acc, learner.records, result)

@@ -77,7 +77,8 @@ class Pearl:
     @property
     def backbone_parameters(self) -> int:
         """Parameter count of the backbone (W_ref), without heads or adapters."""
-        return sum(p.numel() for p in (self.reference or self.model.backbone).parameters())
+        backbone = self.reference if self.reference is not None else self.model.backbone
+        return sum(p.numel() for p in backbone.parameters())
 
     def learn(self, task: TaskData, seed: int) -> TaskRecord:
         """Learn ``task``; the first task is the reference task. Returns its record."""
