@@ -32,6 +32,7 @@ def small_config(tmp_path, **values):
         train__epochs=2,
         train__reference_epochs=2,
         pearl__r_max=4,
+        pearl__epsilon=0.05,
     )
     base.update(values)
     return load_config(**base)

@@ -56,6 +56,13 @@ def test_conv_adapter_output_matches_merged_weights():
     deltas = _deltas(model)
     add_task_adapter(model, "task2", {n: 2 for n in deltas}, "svd", deltas)
     model.add_head("task2", 2)
+    with torch.no_grad():  # give task2 a BatchNorm of its own, unlike the reference's
+        for name, p in model.backbone.named_parameters():
+            if ".modules_to_save.task2." in name:
+                p.add_(0.5)
+        for name, b in model.backbone.named_buffers():
+            if ".modules_to_save.task2." in name and name.endswith("running_var"):
+                b.mul_(3.0)
     x = torch.randn(6, 1, 28, 28)
     model.eval()
     with torch.no_grad():
@@ -110,3 +117,49 @@ def test_duplicate_task_is_rejected():
     add_task_adapter(model, "task2", ranks, "zero")
     with pytest.raises(ValueError, match="already has an adapter"):
         add_task_adapter(model, "task2", ranks, "zero")
+
+
+class _SuffixNames(torch.nn.Module):
+    """A backbone whose layer names end in one another (``conv1`` and ``block.conv1``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 6, 3)
+        self.block = torch.nn.Sequential()
+        self.block.add_module("conv1", torch.nn.Conv2d(6, 8, 3))
+        self.feature_dim = 8
+
+    def forward(self, x):
+        return self.block(torch.relu(self.conv1(x))).mean((2, 3))
+
+
+def test_each_layer_gets_its_own_rank_when_names_are_suffixes():
+    model = ContinualModel(_SuffixNames())
+    model.add_head("task1", 2)
+    add_task_adapter(model, "task2", {"conv1": 2, "block.conv1": 5}, "zero")
+    assert adapter_ranks(model, "task2") == {"conv1": 2, "block.conv1": 5}
+
+
+def test_failed_adapter_is_removed_so_the_task_can_be_retried():
+    model = _model("mlp")
+    add_task_adapter(model, "task2", {"fc1": 1, "fc2": 1}, "zero")
+    with pytest.raises(ValueError, match="PEFT built ranks"):
+        add_task_adapter(model, "task3", {"fc1": 1, "fc2": 1, "fc9": 2}, "zero")
+    assert "task3" not in model.peft.peft_config and adapter_ranks(model, "task3") == {}
+    add_task_adapter(model, "task3", {"fc1": 2, "fc2": 0}, "zero")
+    assert adapter_ranks(model, "task3") == {"fc1": 2}
+
+
+def test_empty_adapter_on_a_backbone_without_batchnorm():
+    """An MLP task whose ranks are all 0 has no LoRA layer and no BatchNorm: the reference branch
+    must still run, and the reference copy must be the untouched backbone."""
+    model = _model("mlp")
+    x = torch.randn(3, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        before = model(x, "task1")
+        add_task_adapter(model, "task2", {"fc1": 0, "fc2": 0}, "zero")
+        model.add_head("task2", 2)
+        assert torch.equal(model(x, "task1"), before)
+        assert model(x, "task2").shape == (3, 2)
+        assert torch.equal(merged_copy(model, "task1")(x), before)

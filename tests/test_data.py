@@ -114,3 +114,11 @@ def test_bad_split_settings(mnist):
         split_tasks(mnist, BENCHMARKS["split-mnist"], seed=0, train_per_task=0)
     with pytest.raises(ConfigError, match="split-mnist"):
         make_benchmark("split-mnsit", seed=0)
+
+
+def test_config_reads_scientific_notation_and_rejects_sections():
+    from pearl_cl.config import load_config
+
+    assert load_config(overrides=["train.lr=1e-4", "pearl.epsilon=2E-1"]).train.lr == 1e-4
+    with pytest.raises(ConfigError, match="'train.lr' needs a value of type float"):
+        load_config(overrides=["train.lr=fast"])

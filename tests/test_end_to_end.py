@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from pearl_cl import load_config, run
+from pearl_cl import PearlError, load_config, run
 from pearl_cl.store import RunStore
 
 from conftest import small_config
@@ -42,6 +42,7 @@ def test_task_il_accuracy_beats_chance_without_forgetting(finished):
 def test_ranks_csv_matches_adapter_files(finished):
     rows = list(csv.DictReader((finished.directory / "ranks.csv").open()))
     assert {r["task"] for r in rows} == {"task2", "task3", "task4", "task5"}
+    assert any(int(r["rank"]) > 0 for r in rows if r["task"] == "task3")
     for row in rows:
         assert 0 <= int(row["rank"]) <= 4 and float(row["proximity"]) >= 0
         assert int(row["parameters"]) == int(row["rank"]) * (int(row["rows"]) + int(row["cols"]))
@@ -86,6 +87,15 @@ def test_same_config_and_seed_give_identical_results(finished, tmp_path):
 
 def test_existing_run_directory_is_not_overwritten(finished):
     before = (finished.directory / "metrics.json").read_bytes()
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(PearlError, match="already exists"):
         run(load_config(out=str(finished.directory)))
     assert (finished.directory / "metrics.json").read_bytes() == before
+
+
+def test_gradient_probe_run_on_mlp(tmp_path):
+    result = run(small_config(tmp_path, backbone__name="mlp", backbone__width=0.5, pearl__probe="gradient",
+                              pearl__rank_rule="energy", pearl__tau=0.5))
+    assert result.metrics["scenarios"]["task-il"]["average_accuracy"] >= 90.0
+    ranks = [r.ranks for r in result.records[1:]]
+    assert all(set(r) == {"fc1", "fc2"} for r in ranks)
+    assert all(1 <= lr.rank <= 4 and lr.proximity > 0 for r in ranks for lr in r.values())

@@ -20,6 +20,7 @@ import re
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
+from peft.utils import ModulesToSaveWrapper
 from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
@@ -35,7 +36,17 @@ def _exact(names: list[str]) -> str:
 
 
 def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfig:
-    """The PEFT config of one task: rank ``ranks[name]`` on each layer with a positive rank.
+    r"""The PEFT config of one task.
+
+    Args:
+        ranks: layer name → rank; layers of rank 0 are left out of ``target_modules``.
+        norms: BatchNorm layer names; each gets a per-task copy (``modules_to_save``).
+        init: ``"svd"`` or ``"zero"``; both start from PEFT's standard init (A random, B = 0),
+            which :func:`svd_initialise` then overwrites for ``"svd"``.
+
+    PEFT looks a layer's rank up with ``re.match(rf"(.*\.)?({key})$", name)``, so a bare name
+    would also match every longer name ending in it (``conv1`` in ``layer1.0.conv1``); each key
+    is therefore anchored as ``^name$``.
 
     Raises:
         ValueError: unknown ``init``.
@@ -43,7 +54,7 @@ def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfi
     if init not in INITS:
         raise ValueError(f"unknown adapter init {init!r} (pearl.init); choose one of: {', '.join(INITS)}")
     targets = [name for name, r in ranks.items() if r > 0]
-    pattern = {re.escape(name): ranks[name] for name in targets}
+    pattern = {f"^{re.escape(name)}$": ranks[name] for name in targets}
     return LoraConfig(
         r=1,
         lora_alpha=1,
@@ -61,30 +72,46 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
                      deltas: dict[str, torch.Tensor] | None = None) -> None:
     """Give task ``task`` its LoRA adapter with per-layer ``ranks`` and its own BatchNorm copies.
 
-    With ``init="svd"`` each adapter starts at the probe's best rank-r displacement
-    (:func:`svd_initialise`, needs ``deltas``); with ``"zero"`` it is standard LoRA (A random,
-    B = 0), so the branch starts equal to the reference. The new adapter becomes the active one.
+    Args:
+        model: the continual model; its reference task must already be trained.
+        task: the new adapter's name (``"task2"``…).
+        ranks: layer name (of ``model.layer_names``) → rank ≥ 0.
+        init: ``"svd"`` starts each adapter at the probe's best rank-r displacement
+            (:func:`svd_initialise`, needs ``deltas``); ``"zero"`` is standard LoRA (A random,
+            B = 0), so the branch starts equal to the reference.
+        deltas: layer name → ΔW shaped like the layer's weight (for ``init="svd"``).
+
+    The new adapter becomes the active one. On any error the half-built adapter is removed, so
+    the model is as it was.
 
     Raises:
         ValueError: a task of that name exists, ``init="svd"`` without ``deltas``, or PEFT built
-            a rank other than the one asked for.
+            other ranks or BatchNorm copies than the ones asked for.
     """
     if model.peft is not None and task in model.peft.peft_config:
         raise ValueError(f"task {task!r} already has an adapter")
+    if init == "svd" and deltas is None:
+        raise ValueError("init='svd' needs the probe displacements (deltas)")
     config = lora_config(ranks, model.norm_names, init)
     if model.peft is None:
         model.backbone = get_peft_model(model.backbone, config, adapter_name=task)
     else:
         model.peft.add_adapter(task, config)
-    model.peft.set_adapter(task)
-    built = adapter_ranks(model, task)
-    wanted = {name: r for name, r in ranks.items() if r > 0}
-    if built != wanted:
-        raise ValueError(f"PEFT built ranks {built} for {task!r}, expected {wanted}")
-    if init == "svd":
-        if deltas is None:
-            raise ValueError("init='svd' needs the probe displacements (deltas)")
-        svd_initialise(model, task, {name: deltas[name] for name in wanted})
+    try:
+        model.peft.set_adapter(task)
+        wanted = {name: r for name, r in ranks.items() if r > 0}
+        built = adapter_ranks(model, task)
+        if built != wanted:
+            raise ValueError(f"PEFT built ranks {built} for {task!r}, expected {wanted}")
+        norms = {n for n, m in model.reference_backbone().named_modules()
+                 if isinstance(m, ModulesToSaveWrapper) and task in m.modules_to_save}
+        if norms != set(model.norm_names):
+            raise ValueError(f"PEFT gave {task!r} BatchNorm copies {sorted(norms)}, expected {sorted(model.norm_names)}")
+        if init == "svd":
+            svd_initialise(model, task, {name: deltas[name] for name in wanted})
+    except BaseException:
+        model.peft.delete_adapter(task)
+        raise
 
 
 def _lora_layers(model: ContinualModel) -> dict[str, LoraLayer]:
@@ -110,7 +137,15 @@ def svd_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Ten
 
 @torch.no_grad()
 def svd_initialise(model: ContinualModel, task: str, deltas: dict[str, torch.Tensor]) -> None:
-    """Set task ``task``'s LoRA factors so that W_ref + B·A = W_ref + [ΔW]_r in each layer."""
+    """Set task ``task``'s LoRA factors so that W_ref + B·A = W_ref + [ΔW]_r in each layer.
+
+    ``deltas`` maps each adapted layer to ΔW shaped like its weight (``(out, in)`` or
+    ``(out, in, kh, kw)``); r is the layer's rank for ``task``. B is divided by PEFT's scaling
+    so the update is exact whatever ``lora_alpha`` is.
+
+    Raises:
+        KeyError: a layer of ``deltas`` has no LoRA adapter for ``task``.
+    """
     layers = _lora_layers(model)
     for name, delta in deltas.items():
         layer = layers[name]
@@ -123,7 +158,11 @@ def svd_initialise(model: ContinualModel, task: str, deltas: dict[str, torch.Ten
 
 @torch.no_grad()
 def adapter_delta(model: ContinualModel, task: str, layer_name: str) -> torch.Tensor:
-    """The weight update ``scaling·B·A`` of one layer, shaped like the layer's weight."""
+    """The weight update ``scaling·B·A`` of one layer, shaped like the layer's weight (detached).
+
+    Raises:
+        KeyError: ``layer_name`` has no LoRA adapter for ``task``.
+    """
     layer = _lora_layers(model)[layer_name]
     a = layer.lora_A[task].weight.reshape(layer.r[task], -1)
     b = layer.lora_B[task].weight.reshape(-1, layer.r[task])
@@ -145,17 +184,31 @@ def task_parameters(model: ContinualModel, task: str) -> dict[str, nn.Parameter]
     return params
 
 
+def reference_copy(model: ContinualModel) -> nn.Module:
+    """A plain copy of the backbone with the reference weights W_ref and the reference BatchNorm.
+
+    No LoRA layers and no per-task BatchNorm copies; ``model`` is unchanged. This is the one
+    source of W_ref for probes, saving and counting (the model itself holds it under PEFT).
+    """
+    if model.peft is None:
+        return copy.deepcopy(model.backbone)
+    peft_copy = copy.deepcopy(model.peft)
+    for module in peft_copy.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module.set_adapter([])  # no copy active: unloading keeps the original (reference) BatchNorm
+    return peft_copy.unload()
+
+
 def merged_copy(model: ContinualModel, task: str) -> nn.Module:
     """A plain ``nn.Sequential(backbone, head)`` of task ``task`` with its adapter merged in.
 
     The result has no LoRA layers (W_ref + B·A is written into each adapted weight) and uses the
     task's BatchNorm; ``model`` itself is unchanged. Maps ``(N, C, H, W)`` → ``(N, n_classes)``.
+    For speed at Task-IL inference (DESIGN.md §2 step 6).
     """
     head = copy.deepcopy(model.heads[task])
-    if model.peft is None:
-        return nn.Sequential(copy.deepcopy(model.backbone), head)
+    if model.peft is None or task == model.reference_task:
+        return nn.Sequential(reference_copy(model), head)
     peft_copy = copy.deepcopy(model.peft)
-    if task == model.reference_task:
-        return nn.Sequential(peft_copy.unload(), head)
     peft_copy.set_adapter(task)
     return nn.Sequential(peft_copy.merge_and_unload(adapter_names=[task]), head)

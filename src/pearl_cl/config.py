@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from pearl_cl.errors import ConfigError
+from pearl_cl.rank import RankRule
+from pearl_cl.training import FitSettings
 
 
 @dataclass
@@ -63,17 +65,28 @@ class TrainConfig:
 
 @dataclass
 class PearlConfig:
-    """PEARL knobs (DESIGN.md §2): probe, rank rule and adapter initialisation."""
+    """PEARL knobs (DESIGN.md §2): probe, rank rule and adapter initialisation.
+
+    The rank-rule defaults are those of :class:`~pearl_cl.rank.RankRule`, which documents them.
+    """
 
     probe: str = "finetune"
     probe_epochs: int = 1
-    rank_rule: str = "residual"
-    r_min: int = 0
-    r_max: int = 16
-    epsilon: float = 0.2
-    tau: float = 0.9
-    fixed_rank: int = 4
+    rank_rule: str = RankRule.name
+    r_min: int = RankRule.r_min
+    r_max: int = RankRule.r_max
+    epsilon: float = RankRule.epsilon
+    tau: float = RankRule.tau
+    fixed_rank: int = RankRule.fixed_rank
     init: str = "svd"
+
+    def to_rank_rule(self) -> RankRule:
+        """The validated :class:`~pearl_cl.rank.RankRule` these knobs describe.
+
+        Raises:
+            ConfigError: unknown rule or bounds out of range.
+        """
+        return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau, self.fixed_rank)
 
 
 @dataclass
@@ -93,6 +106,25 @@ class RunConfig:
         """Nested plain dict (YAML- and JSON-ready)."""
         return dataclasses.asdict(self)
 
+    def get(self, key: str) -> Any:
+        """The value at dotted ``key`` (e.g. ``"train.lr"``)."""
+        value: Any = self
+        for name in key.split("."):
+            value = getattr(value, name)
+        return value
+
+    def fit_settings(self, epochs_key: str, lr_key: str) -> FitSettings:
+        """Validated :class:`~pearl_cl.training.FitSettings` with the epochs and step size found at
+        the dotted keys ``epochs_key`` and ``lr_key`` (e.g. ``"pearl.probe_epochs"``,
+        ``"train.lr"``) and the rest of ``train``; error messages name those keys.
+
+        Raises:
+            ConfigError: a value out of range (names the key).
+        """
+        t = self.train
+        return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
+                           t.momentum, names=(epochs_key, lr_key))
+
 
 def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
     """Dotted key → annotated type of every leaf field of dataclass ``cls``."""
@@ -111,6 +143,9 @@ KEYS: dict[str, Any] = _leaf_types(RunConfig)
 
 
 def _unknown_key(key: str) -> ConfigError:
+    section = [k for k in KEYS if k.startswith(key + ".")]
+    if section:
+        return ConfigError(f"config key {key!r} is a section, not a value; set one of its keys, e.g. {section[0]}=...")
     close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
     return ConfigError(f"unknown config key {key!r}{hint}")
@@ -125,6 +160,11 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         kind = next(a for a in args if a is not type(None))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

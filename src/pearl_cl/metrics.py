@@ -46,18 +46,21 @@ def accuracy_matrix(correct: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 
 def average_accuracy(acc: np.ndarray, after: int | None = None) -> float:
-    """Mean of row ``after`` (default: the last) over the tasks seen by then, in %."""
+    """Mean of row ``after`` (default: the last) of the ``(T, T)`` matrix ``acc`` over the tasks
+    seen by then, in % (Chaudhry et al. 2018)."""
     i = acc.shape[0] - 1 if after is None else after
     return float(np.mean(acc[i, : i + 1]))
 
 
 def average_incremental_accuracy(acc: np.ndarray) -> float:
-    """Mean over i of the average accuracy after task i, in %."""
+    """Mean over i of the average accuracy after task i of the ``(T, T)`` matrix ``acc``, in %
+    (Rebuffi et al. 2017)."""
     return float(np.mean([average_accuracy(acc, i) for i in range(acc.shape[0])]))
 
 
 def forgetting(acc: np.ndarray) -> float:
-    """Average forgetting of the tasks before the last, in percentage points (0 for T = 1)."""
+    """Average forgetting of the tasks before the last in the ``(T, T)`` matrix ``acc``, in
+    percentage points (0 for T = 1; Chaudhry et al. 2018)."""
     t = acc.shape[0]
     if t < 2:
         return 0.0
@@ -66,7 +69,8 @@ def forgetting(acc: np.ndarray) -> float:
 
 
 def backward_transfer(acc: np.ndarray) -> float:
-    """BWT in percentage points (negative: forgetting; 0 for T = 1)."""
+    """BWT of the ``(T, T)`` matrix ``acc`` in percentage points (negative: forgetting; 0 for
+    T = 1; Lopez-Paz & Ranzato 2017)."""
     t = acc.shape[0]
     if t < 2:
         return 0.0
@@ -82,6 +86,11 @@ def summarise(acc: np.ndarray) -> dict[str, float]:
         "forgetting": forgetting(acc),
         "bwt": backward_transfer(acc),
     }
+
+
+def percent_of(count: int, whole: int) -> float:
+    """``count`` as a percentage of ``whole``, e.g. parameters added against the backbone's."""
+    return 100.0 * count / whole
 
 
 def peak_rss_bytes() -> int:

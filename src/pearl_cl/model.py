@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import AuxiliaryTrainingWrapper
 from torch import nn
 
 from pearl_cl.backbones import adaptable_layers, norm_layers
@@ -47,13 +49,23 @@ class ContinualModel(nn.Module):
         """The plain backbone module that holds W_ref (inside the PEFT wrapper if there is one)."""
         return self.peft.get_base_model() if self.peft is not None else self.backbone
 
+    def _has_adapter_layers(self) -> bool:
+        """Whether any LoRA layer or per-task BatchNorm copy exists (PEFT refuses to disable none)."""
+        return any(isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper)) for m in self.backbone.modules())
+
     def features(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        """``(N, C, H, W)`` → ``(N, feature_dim)`` through task ``task``'s branch."""
+        """``(N, C, H, W)`` → ``(N, feature_dim)`` through task ``task``'s branch.
+
+        Raises:
+            KeyError: ``task`` has no branch (names the known ones).
+        """
         if self.peft is None:
             if task != self.reference_task:
                 raise KeyError(f"task {task!r} has no adapter; only the reference task {self.reference_task!r} exists")
             return self.backbone(x)
         if task == self.reference_task:
+            if not self._has_adapter_layers():
+                return self.backbone(x)  # every adapter so far is empty: the backbone is the reference
             with self.peft.disable_adapter():
                 return self.backbone(x)
         if task not in self.peft.peft_config:
@@ -63,4 +75,5 @@ class ContinualModel(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, n_classes(task))`` logits of task ``task``'s branch and head."""
         return self.heads[task](self.features(x, task))

@@ -19,7 +19,7 @@ from torch import nn
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.errors import ConfigError
+from pearl_cl.errors import ConfigError, TrainingError
 from pearl_cl.training import FitSettings, fit
 
 PROBES = ("finetune", "gradient")
@@ -41,6 +41,9 @@ def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
     """ΔW per adaptable layer after fine-tuning a copy of ``reference`` on ``task``.
 
     Returns layer name → tensor shaped like that layer's weight.
+
+    Raises:
+        TrainingError: the probe's loss became NaN or infinite.
     """
     backbone, head = _probe_network(reference, len(task.classes), seed)
     before = _weights(backbone)
@@ -52,14 +55,25 @@ def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
 
 
 def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
-    """ΔW = −lr·Σ∇W over one pass of ``task``'s training batches, at the reference weights."""
+    """ΔW = −lr·Σ∇W over one pass of ``task``'s training batches, at the reference weights.
+
+    Returns layer name → tensor shaped like that layer's weight; a layer the loss does not reach
+    gets zeros (hence rank 0).
+
+    Raises:
+        TrainingError: a batch's loss is NaN or infinite.
+    """
     backbone, head = _probe_network(reference, len(task.classes), seed)
     layers = adaptable_layers(backbone)
     backbone.train()
     generator = torch.Generator().manual_seed(seed)
     for xb, yb in iterate_batches(task.train_x, task.train_y, settings.batch_size, generator):
-        nn.functional.cross_entropy(head(backbone(xb)), yb).backward()
-    return {name: -settings.lr * m.weight.grad.detach().clone() for name, m in layers.items()}
+        loss = nn.functional.cross_entropy(head(backbone(xb)), yb)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{task.name} gradient probe: loss became {loss.item()}; check the task's data")
+        loss.backward()
+    return {name: -settings.lr * (m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().clone()
+            for name, m in layers.items()}
 
 
 def run_probe(kind: str, reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:

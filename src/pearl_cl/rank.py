@@ -33,7 +33,10 @@ class RankRule:
         name: one of :data:`RANK_RULES`.
         r_min: lower clip (0 lets a layer go unadapted).
         r_max: upper clip, also the ``distance`` rule's largest rank.
-        epsilon: ``residual`` tolerance, relative to ‖W_ref‖_F.
+        epsilon: ``residual`` tolerance, relative to ‖W_ref‖_F. Default 0.2, from an ablation on
+            split-mnist (3,000 images per task, resnet18 width 0.5): ε = 0.05 / 0.1 / 0.2 / 0.3
+            gave Task-IL 97.6 / 96.8 / 97.3 / 96.3% for 121 / 102 / 38 / 9% of the backbone's
+            parameters added over four tasks.
         tau: ``energy`` fraction of Σσ² to keep, in (0, 1].
         fixed_rank: the ``fixed`` rule's rank.
     """
@@ -50,8 +53,8 @@ class RankRule:
             raise ConfigError(f"unknown rank rule {self.name!r} (pearl.rank_rule); choose one of: {', '.join(RANK_RULES)}")
         if self.r_min < 0 or self.r_max < max(self.r_min, 1):
             raise ConfigError(f"need 0 <= pearl.r_min <= pearl.r_max and pearl.r_max >= 1, got r_min={self.r_min}, r_max={self.r_max}")
-        if self.epsilon < 0:
-            raise ConfigError(f"pearl.epsilon must be >= 0, got {self.epsilon}")
+        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise ConfigError(f"pearl.epsilon must be finite and >= 0, got {self.epsilon}")
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"pearl.tau must be in (0, 1], got {self.tau}")
         if self.fixed_rank < 1:
@@ -77,6 +80,8 @@ def singular_values(delta: torch.Tensor) -> torch.Tensor:
 def residual_rank(sigma: torch.Tensor, reference_norm: float, epsilon: float) -> int:
     """Smallest r with sqrt(Σ_{i>r} σ_i²) ≤ ε·‖W_ref‖_F (Eckart–Young: the rank-r residual).
 
+    ``sigma`` is the 1-D descending spectrum of ΔW (:func:`singular_values`); ``reference_norm``
+    is ‖W_ref‖_F; ``epsilon`` is dimensionless.
     The tolerance never falls below float64 round-off, σ_1·len(σ)·machine-epsilon, so that
     ε = 0 gives the numerical rank rather than counting rounding noise as directions.
     """
@@ -88,7 +93,7 @@ def residual_rank(sigma: torch.Tensor, reference_norm: float, epsilon: float) ->
 
 
 def energy_rank(sigma: torch.Tensor, tau: float) -> int:
-    """Smallest r with Σ_{i≤r} σ_i² ≥ τ·Σ σ_i² (0 for a zero matrix)."""
+    """Smallest r with Σ_{i≤r} σ_i² ≥ τ·Σ σ_i² (0 for a zero matrix); ``sigma`` 1-D, descending."""
     energy = sigma.double() ** 2
     total = float(energy.sum())
     if total == 0.0:
@@ -98,7 +103,12 @@ def energy_rank(sigma: torch.Tensor, tau: float) -> int:
 
 
 def distance_ranks(proximities: dict[str, float], r_max: int) -> dict[str, int]:
-    """⌈r_max · p_l / max_k p_k⌉ for each layer (all 0 when no layer moved)."""
+    """⌈r_max · p_l / max_k p_k⌉ for each layer (all 0 when no layer moved).
+
+    Relative to the task's most displaced layer, so that layer always gets ``r_max`` however near
+    the task is to the reference: this rule spreads a budget over layers, it does not size it
+    by the task's distance (``residual`` does).
+    """
     largest = max(proximities.values(), default=0.0)
     if largest <= 0.0:
         return {name: 0 for name in proximities}
@@ -113,7 +123,14 @@ def clip_rank(rank: int, rule: RankRule, shape: tuple[int, int]) -> int:
 
 @dataclass(frozen=True)
 class LayerRank:
-    """The rank decision for one layer of one task (a row of ``ranks.csv``)."""
+    """The rank decision for one layer of one task (a row of ``ranks.csv``).
+
+    Attributes:
+        layer: module name in the backbone.
+        shape: ``(out, in·kh·kw)`` of the layer's weight as a matrix.
+        proximity: ‖ΔW‖_F / ‖W_ref‖_F (dimensionless).
+        rank: the clipped rank (0: the layer is not adapted for this task).
+    """
 
     layer: str
     shape: tuple[int, int]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pearl_cl.methods import TaskRecord
+from pearl_cl.metrics import percent_of
 from pearl_cl.runner import SCENARIO, RunResult
 
 
@@ -26,7 +27,7 @@ def task_table(result: RunResult) -> str:
         ranks = [lr.rank for lr in r.ranks.values()]
         rank_text = "reference" if r.reference else f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks, default=0)})"
         rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}", rank_text,
-                     f"{r.parameters['total']:,}", f"{100.0 * r.parameters['total'] / backbone:.2f}", f"{seconds[i]['total']:.1f}"])
+                     f"{r.parameters['total']:,}", f"{percent_of(r.parameters['total'], backbone):.2f}", f"{seconds[i]['total']:.1f}"])
     return _table(["task", "classes", "acc@learned %", "acc@end %", "rank sum (adapted layers)", "params added",
                    "% backbone", "seconds"], rows)
 
@@ -56,7 +57,8 @@ def summary(result: RunResult) -> str:
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
         ["seconds (all tasks)", f"{total_seconds:.1f}"],
     ])
-    parts = [f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks", task_table(result)]
+    parts = [f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · data: {m['data_source']}",
+             task_table(result)]
     ranks = rank_table(result)
     if ranks:
         parts.append(ranks)

@@ -3,11 +3,15 @@
 Our design. :func:`run` validates the config, loads the benchmark, learns the tasks in order,
 evaluates Task-IL accuracy on every task seen after each task, and writes after every task:
 ``config.yaml``, ``metrics.json``, ``accuracy_matrix_task-il.csv``, ``ranks.csv``, ``tasks.csv``
-and ``tasks/<task>.safetensors``, all listed with checksums in ``manifest.json``.
+and ``tasks/<task>.safetensors``, all listed with checksums in ``manifest.json``. Each file is
+replaced atomically; after a task the order is: the task's tensors, the CSV files, then
+``metrics.json`` last, so a ``metrics.json`` never names a task whose files are not yet on disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,9 +29,7 @@ from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS, TaskRecord
 from pearl_cl.probe import PROBES
-from pearl_cl.rank import RankRule
 from pearl_cl.store import RunStore
-from pearl_cl.training import FitSettings
 
 SCENARIO = "task-il"
 
@@ -48,12 +50,15 @@ def check(config: RunConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
-    p, t = config.pearl, config.train
-    RankRule(p.rank_rule, p.r_min, p.r_max, p.epsilon, p.tau, p.fixed_rank)
-    for epochs, lr in ((t.reference_epochs, t.lr), (t.epochs, t.adapter_lr), (p.probe_epochs, t.lr)):
-        FitSettings(epochs, t.batch_size, lr, t.optimizer, t.weight_decay, t.momentum)
-    if config.backbone.width <= 0:
-        raise ConfigError(f"backbone.width must be > 0, got {config.backbone.width}")
+    config.pearl.to_rank_rule()
+    for keys in (("train.reference_epochs", "train.lr"), ("train.epochs", "train.adapter_lr"), ("pearl.probe_epochs", "train.lr")):
+        config.fit_settings(*keys)
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {config.seed}")
+    if config.out is not None and not config.out.strip():
+        raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
+    if not (math.isfinite(config.backbone.width) and config.backbone.width > 0):
+        raise ConfigError(f"backbone.width must be finite and > 0, got {config.backbone.width}")
 
 
 @dataclass
@@ -77,10 +82,17 @@ def _task_seed(config: RunConfig, index: int) -> int:
     return config.seed * 1000 + index
 
 
+def _number(value: float) -> float | None:
+    """``value``, or None when it is NaN (JSON has no NaN)."""
+    return None if math.isnan(value) else value
+
+
 def _metrics_json(config: RunConfig, bench: Benchmark, acc: np.ndarray, records: list[TaskRecord],
                   backbone_params: int, seconds: list[float]) -> dict[str, Any]:
     added = [r.parameters["total"] for r in records if not r.reference]
+    n = len(bench.tasks)
     return {
+        "status": "complete" if len(records) == n else f"incomplete: {len(records)} of {n} tasks learned",
         "benchmark": config.benchmark,
         "method": config.method,
         "seed": config.seed,
@@ -89,30 +101,36 @@ def _metrics_json(config: RunConfig, bench: Benchmark, acc: np.ndarray, records:
         "scenarios": {SCENARIO: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}},
         "backbone_parameters": backbone_params,
         "parameters_added_per_task": [
-            {"task": r.task, **r.parameters, "percent_of_backbone": 100.0 * r.parameters["total"] / backbone_params}
+            {"task": r.task, **r.parameters, "percent_of_backbone": metrics.percent_of(r.parameters["total"], backbone_params)}
             for r in records
         ],
-        "parameters_added_after_reference": {"count": int(sum(added)), "percent_of_backbone": 100.0 * sum(added) / backbone_params},
+        "parameters_added_after_reference": {"count": int(sum(added)), "percent_of_backbone": metrics.percent_of(sum(added), backbone_params)},
         "seconds_per_task": [{"task": r.task, **r.seconds, "total": s} for r, s in zip(records, seconds)],
-        "validation_accuracy": {r.task: r.val_accuracy for r in records},
+        "validation_accuracy": {r.task: _number(r.val_accuracy) for r in records},
+        "train_loss": {r.task: _number(r.train_loss) for r in records},
         "peak_memory_bytes": metrics.peak_rss_bytes(),
     }
+
+
+def _csv(value: float, digits: int) -> str:
+    """A CSV cell: ``value`` with ``digits`` decimals, empty when NaN."""
+    return "" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _write(store: RunStore, config: RunConfig, bench: Benchmark, acc: np.ndarray, records: list[TaskRecord],
            backbone_params: int, seconds: list[float]) -> dict[str, Any]:
     n = len(records)
     header = ["after_task"] + [f"task{j + 1}" for j in range(n)]
-    store.write_csv(f"accuracy_matrix_{SCENARIO}.csv", header,
-                    [[f"task{i + 1}"] + ["" if np.isnan(v) else f"{v:.4f}" for v in acc[i]] for i in range(n)])
+    store.write_csv(f"accuracy_matrix_{SCENARIO}.csv", header, [[f"task{i + 1}"] + [_csv(v, 4) for v in acc[i]] for i in range(n)])
     store.write_csv("ranks.csv", ["task", "layer", "rows", "cols", "proximity", "rank", "parameters"],
                     [[r.task, lr.layer, lr.shape[0], lr.shape[1], f"{lr.proximity:.6g}", lr.rank,
                       lr.rank * (lr.shape[0] + lr.shape[1])] for r in records for lr in r.ranks.values()])
-    store.write_csv("tasks.csv", ["task", "classes", "reference", "adapter_params", "norm_params", "head_params",
-                                  "total_params", "percent_of_backbone", "val_accuracy", "seconds"],
-                    [[r.task, " ".join(map(str, r.classes)), r.reference, r.parameters["adapter"], r.parameters["norm"],
-                      r.parameters["head"], r.parameters["total"], f"{100.0 * r.parameters['total'] / backbone_params:.4f}",
-                      f"{r.val_accuracy:.4f}", f"{s:.3f}"] for r, s in zip(records, seconds)])
+    counts = ["backbone", "adapter", "norm", "head", "total"]
+    store.write_csv("tasks.csv", ["task", "classes", "reference"] + [f"{k}_params" for k in counts]
+                    + ["percent_of_backbone", "train_loss", "val_accuracy", "seconds"],
+                    [[r.task, " ".join(map(str, r.classes)), r.reference] + [r.parameters[k] for k in counts]
+                     + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", _csv(r.train_loss, 6),
+                        _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, seconds)])
     result = _metrics_json(config, bench, acc, records, backbone_params, seconds)
     store.write_json("metrics.json", result)
     return result
@@ -134,14 +152,24 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
         TrainingError: a task's loss became NaN or infinite.
     """
     check(config)
-    torch.manual_seed(config.seed)
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _run(config, on_task)
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None) -> RunResult:
+    torch.manual_seed(config.seed)
     bench = make_benchmark(config.benchmark, config.seed, config.data.root, config.data.download, config.data.val_fraction,
                            config.data.shuffle_classes, config.data.train_per_task, config.data.test_per_task)
     directory = Path(config.out) if config.out else default_run_dir(config)
-    if directory.exists() and any(directory.iterdir()):
-        raise PearlError(f"run directory {directory} already exists and is not empty; choose a new one with --out DIR")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        what = "is a file" if not directory.is_dir() else "already exists and is not empty"
+        raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR")
     store = RunStore(directory)
+    config = dataclasses.replace(config, out=str(directory))
     store.write_text("config.yaml", save_config(config))
     learner = METHODS[config.method](config, bench.image_shape)
     n = len(bench.tasks)
@@ -151,7 +179,10 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
     result: dict[str, Any] = {}
     for i, task in enumerate(bench.tasks):
         start = time.perf_counter()
-        learner.learn(task, _task_seed(config, i))
+        try:
+            learner.learn(task, _task_seed(config, i))
+        except PearlError as exc:
+            raise type(exc)(f"{exc}. {directory} keeps the {i} task(s) learned before {task.name}") from exc
         for j in range(i + 1):
             seen = bench.tasks[j]
             correct[i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)

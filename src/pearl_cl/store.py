@@ -24,6 +24,8 @@ from safetensors.torch import save as save_safetensors
 from pearl_cl.errors import PearlError
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -31,11 +33,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file an ordinary file's mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -63,7 +71,11 @@ class RunStore:
         self.files: dict[str, dict[str, Any]] = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
-        """Write ``data`` at ``root/relative`` and record it in the manifest; returns the path."""
+        """Write ``data`` at ``root/relative`` and record it in the manifest; returns the path.
+
+        Raises:
+            PearlError: the file or the manifest cannot be written (names the path and the fix).
+        """
         path = self.root / relative
         try:
             atomic_write_bytes(path, data)
@@ -104,7 +116,7 @@ class RunStore:
         return load_safetensors(self.read_verified(relative))
 
     def read_verified(self, relative: str) -> bytes:
-        """The bytes of ``root/relative`` after checking size and SHA-256 against the manifest.
+        """The bytes of ``root/relative`` after checking its SHA-256 against the manifest.
 
         Raises:
             PearlError: missing file, unknown file, or checksum mismatch (names the file).

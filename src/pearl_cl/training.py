@@ -20,7 +20,12 @@ OPTIMIZERS = ("adam", "sgd")
 @dataclass(frozen=True)
 class FitSettings:
     """How to fit: ``epochs`` passes over the data in batches of ``batch_size``; ``lr`` is the
-    step size; ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2."""
+    step size; ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2.
+    ``names`` are the config keys of ``epochs`` and ``lr``, used in error messages.
+
+    Raises:
+        ConfigError: a value out of range (names the config key).
+    """
 
     epochs: int
     batch_size: int
@@ -28,19 +33,27 @@ class FitSettings:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
+    names: tuple[str, str] = ("epochs", "lr")
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r} (train.optimizer); choose one of: {', '.join(OPTIMIZERS)}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.epochs < 1:
+            raise ConfigError(f"{self.names[0]} must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"{self.names[1]} must be finite and > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"train.weight_decay must be finite and >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass(frozen=True)
 class FitStats:
-    """What a fit did: optimiser ``steps``, wall ``seconds``, mean loss of the last epoch."""
+    """What a fit did: wall ``seconds`` and ``final_loss``, the mean loss of the last epoch."""
 
-    steps: int
     seconds: float
     final_loss: float
 
@@ -79,7 +92,7 @@ def fit(
     start = time.perf_counter()
     steps, last_loss = 0, math.nan
     total = settings.epochs * n_batches(len(y), settings.batch_size)
-    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None) as bar:
         for epoch in range(settings.epochs):
             loss_sum, count = 0.0, 0
             for xb, yb in iterate_batches(x, y, settings.batch_size, generator):
@@ -87,7 +100,7 @@ def fit(
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
-                        f"lower the learning rate (now {settings.lr})"
+                        f"lower {settings.names[1]} (now {settings.lr})"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -99,7 +112,7 @@ def fit(
                 if steps % 20 == 0:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / count:.4f}")
             last_loss = loss_sum / count
-    return FitStats(steps=steps, seconds=time.perf_counter() - start, final_loss=last_loss)
+    return FitStats(seconds=time.perf_counter() - start, final_loss=last_loss)
 
 
 @torch.no_grad()

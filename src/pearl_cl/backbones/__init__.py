@@ -8,6 +8,8 @@ feature extractor and is a candidate for adaptation.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from pearl_cl.backbones.mlp import MLP
@@ -25,7 +27,7 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0
     Raises:
         ConfigError: unknown ``name`` or non-positive ``width``.
     """
-    if width <= 0:
+    if not (math.isfinite(width) and width > 0):
         raise ConfigError(f"backbone.width must be > 0, got {width}; try backbone.width=1.0")
     if name == "resnet18":
         return ReducedResNet18(in_channels=in_shape[0], width=width)

@@ -28,14 +28,13 @@ class BenchmarkSpec:
     dataset: str
     n_tasks: int
     classes_per_task: int
-    scenario: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-split", (0.1307,), (0.3081,)),
-    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-split", (0.2860,), (0.3530,)),
+    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, (0.1307,), (0.3081,)),
+    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, (0.2860,), (0.3530,)),
 }
 
 

@@ -152,6 +152,9 @@ def _load(
     import torchvision.datasets
 
     dataset_cls = getattr(torchvision.datasets, dataset_cls_name)
+    if data_root is not None and not download and not Path(data_root).is_dir():
+        raise DataError(f"data root {data_root} is not a folder; pass a folder with torchvision's layout "
+                        f"(data.root=DIR / --data-root DIR), or leave it unset to use the offline package")
     if data_root is not None:
         try:
             return _from_torchvision(name, dataset_cls, Path(data_root), download=False)

@@ -5,26 +5,27 @@ Low-Rank Adaptation" (arXiv 2505.11998, 2025), as read in DESIGN.md §2: train t
 (step 1); for each later task run a proximity probe (step 2), choose a rank per layer from the
 probe's displacement (step 3, :mod:`pearl_cl.rank`), initialise the task's adapter (step 4,
 :mod:`pearl_cl.adapters`) and train only that task's adapter, BatchNorm and head (step 5).
-Task-IL inference uses the task's own branch (step 6).
+Task-IL inference uses the task's own branch (step 6). The first task of the sequence is the
+reference task.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
 import torch
 from peft import get_peft_model_state_dict
 
-from pearl_cl.adapters import add_task_adapter, task_parameters
+from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
 from pearl_cl.backbones import adaptable_layers, build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.metrics import task_accuracy
 from pearl_cl.model import ContinualModel
 from pearl_cl.probe import run_probe
-from pearl_cl.rank import LayerRank, RankRule, allocate_ranks
-from pearl_cl.training import FitSettings, count_correct, fit
+from pearl_cl.rank import LayerRank, allocate_ranks
+from pearl_cl.training import FitStats, count_correct, fit
 
 
 @dataclass
@@ -35,9 +36,12 @@ class TaskRecord:
         task: task name (``"task1"``…); ``classes``: its global class ids.
         reference: True for the reference task (all weights trained).
         ranks: layer → :class:`~pearl_cl.rank.LayerRank` (empty for the reference task).
-        parameters: parameter counts added by the task, keys ``adapter``, ``norm``, ``head``,
-            ``total`` (for the reference task ``adapter`` is the whole backbone).
+        parameters: parameter counts the task owns, keys ``backbone`` (W_ref, reference task
+            only), ``adapter`` (LoRA factors), ``norm`` (BatchNorm weight and bias; the running
+            mean and variance are stored too but are statistics, not parameters), ``head`` and
+            ``total``.
         seconds: wall time in seconds, keys ``probe``, ``rank``, ``train``.
+        train_loss: mean training cross-entropy of the last epoch.
         val_accuracy: accuracy (%) on the task's validation split after training.
     """
 
@@ -47,6 +51,7 @@ class TaskRecord:
     ranks: dict[str, LayerRank] = field(default_factory=dict)
     parameters: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    train_loss: float = float("nan")
     val_accuracy: float = float("nan")
 
 
@@ -54,80 +59,84 @@ def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
     return sum(p.numel() for name, p in params.items() if marker in name)
 
 
+def _parameter_counts(params: dict[str, torch.nn.Parameter]) -> dict[str, int]:
+    """Split the names of :func:`~pearl_cl.adapters.task_parameters` into the TaskRecord keys."""
+    counts = {"adapter": _count(params, ".lora_"), "norm": _count(params, ".modules_to_save."),
+              "head": _count(params, "heads.")}
+    counts["backbone"] = sum(p.numel() for p in params.values()) - sum(counts.values())
+    counts["total"] = sum(counts.values())
+    return counts
+
+
 class Pearl:
-    """The PEARL learner: ``learn(task)`` one task at a time, then evaluate any task seen.
+    """The PEARL learner: ``learn(task, seed)`` one task at a time, then evaluate any task seen.
 
     Args:
         config: the run config (``backbone``, ``train``, ``pearl`` sections are used).
         image_shape: ``(C, H, W)`` of the benchmark's images.
+
+    Raises:
+        ConfigError: invalid rank-rule knobs or backbone.
     """
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int]) -> None:
         self.config = config
-        self.rule = RankRule(config.pearl.rank_rule, config.pearl.r_min, config.pearl.r_max,
-                             config.pearl.epsilon, config.pearl.tau, config.pearl.fixed_rank)
+        self.rule = config.pearl.to_rank_rule()
         self.model = ContinualModel(build_backbone(config.backbone.name, image_shape, config.backbone.width))
-        self.reference: torch.nn.Module | None = None
         self.records: list[TaskRecord] = []
-
-    def _settings(self, epochs: int, lr: float) -> FitSettings:
-        t = self.config.train
-        return FitSettings(epochs, t.batch_size, lr, t.optimizer, t.weight_decay, t.momentum)
 
     @property
     def backbone_parameters(self) -> int:
         """Parameter count of the backbone (W_ref), without heads or adapters."""
-        backbone = self.reference if self.reference is not None else self.model.backbone
-        return sum(p.numel() for p in backbone.parameters())
+        return _parameter_counts(task_parameters(self.model, self.model.reference_task))["backbone"]
 
     def learn(self, task: TaskData, seed: int) -> TaskRecord:
-        """Learn ``task``; the first task is the reference task. Returns its record."""
-        if self.reference is None:
+        """Learn ``task``; the first task learned is the reference task. Returns its record.
+
+        Raises:
+            TrainingError: the loss became NaN or infinite. The failed task's adapter and head
+                stay in the model (rolling them back is not implemented yet); earlier tasks are
+                untouched.
+        """
+        torch.manual_seed(seed)
+        if not self.records:
             record = self._learn_reference(task, seed)
         else:
             record = self._learn_adapter(task, seed)
-        correct = self.count_correct(task.name, task.val_x, task.val_y)
-        record.val_accuracy = 100.0 * correct / max(len(task.val_y), 1)
+        if len(task.val_y):
+            record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
         self.records.append(record)
         return record
 
+    def _fit(self, task: TaskData, epochs: str, lr: str, seed: int, phase: str) -> tuple[dict, FitStats]:
+        """Train task ``task``'s own parameters; ``epochs`` and ``lr`` are config keys."""
+        params = task_parameters(self.model, task.name)
+        stats = fit(self.model, lambda xb: self.model(xb, task.name), params.values(), task.train_x, task.train_y,
+                    self.config.fit_settings(epochs, lr), seed, desc=f"{task.name} {phase}")
+        return params, stats
+
     def _learn_reference(self, task: TaskData, seed: int) -> TaskRecord:
-        torch.manual_seed(seed)
         self.model.add_head(task.name, len(task.classes))
         self.model.reference_task = task.name
-        params = task_parameters(self.model, task.name)
-        settings = self._settings(self.config.train.reference_epochs, self.config.train.lr)
-        stats = fit(self.model, lambda xb: self.model(xb, task.name), params.values(), task.train_x, task.train_y,
-                    settings, seed, desc=f"{task.name} reference")
-        self.reference = copy.deepcopy(self.model.backbone).eval().requires_grad_(False)
+        params, stats = self._fit(task, "train.reference_epochs", "train.lr", seed, "reference")
         self.model.backbone.requires_grad_(False)
-        head = _count(params, "heads.")
-        backbone = sum(p.numel() for p in self.reference.parameters())
-        return TaskRecord(task.name, task.classes, True, {},
-                          {"adapter": backbone, "norm": 0, "head": head, "total": backbone + head},
-                          {"probe": 0.0, "rank": 0.0, "train": stats.seconds})
+        return TaskRecord(task.name, task.classes, True, {}, _parameter_counts(params),
+                          {"probe": 0.0, "rank": 0.0, "train": stats.seconds}, stats.final_loss)
 
     def _learn_adapter(self, task: TaskData, seed: int) -> TaskRecord:
         cfg = self.config.pearl
         start = time.perf_counter()
-        probe_settings = self._settings(cfg.probe_epochs, self.config.train.lr)
-        deltas = run_probe(cfg.probe, self.reference, task, probe_settings, seed)
+        reference = reference_copy(self.model)
+        deltas = run_probe(cfg.probe, reference, task, self.config.fit_settings("pearl.probe_epochs", "train.lr"), seed)
         probed = time.perf_counter()
-        references = {name: m.weight.detach() for name, m in adaptable_layers(self.reference).items()}
-        ranks = allocate_ranks(deltas, references, self.rule)
+        weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
+        ranks = allocate_ranks(deltas, weights, self.rule)
         ranked = time.perf_counter()
-        torch.manual_seed(seed)
         add_task_adapter(self.model, task.name, {name: r.rank for name, r in ranks.items()}, cfg.init, deltas)
         self.model.add_head(task.name, len(task.classes))
-        params = task_parameters(self.model, task.name)
-        settings = self._settings(self.config.train.epochs, self.config.train.adapter_lr)
-        stats = fit(self.model, lambda xb: self.model(xb, task.name), params.values(), task.train_x, task.train_y,
-                    settings, seed, desc=f"{task.name} adapter")
-        counts = {"adapter": _count(params, ".lora_"), "norm": _count(params, ".modules_to_save."),
-                  "head": _count(params, "heads.")}
-        counts["total"] = sum(counts.values())
-        return TaskRecord(task.name, task.classes, False, ranks, counts,
-                          {"probe": probed - start, "rank": ranked - probed, "train": stats.seconds})
+        params, stats = self._fit(task, "train.epochs", "train.adapter_lr", seed, "adapter")
+        return TaskRecord(task.name, task.classes, False, ranks, _parameter_counts(params),
+                          {"probe": probed - start, "rank": ranked - probed, "train": stats.seconds}, stats.final_loss)
 
     def count_correct(self, task: str, x: torch.Tensor, y: torch.Tensor) -> int:
         """Task-IL: correct predictions of task ``task``'s branch on ``x`` ``(N, C, H, W)``, ``y`` ``(N,)``."""
@@ -136,11 +145,12 @@ class Pearl:
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """Every tensor that belongs to task ``task``, for its safetensors file.
 
-        The reference task's file holds the whole backbone (``backbone.*``); a later task's holds
-        its PEFT adapter state (LoRA factors, BatchNorm parameters and statistics) and its head.
+        The reference task's file holds the whole backbone (``backbone.*``, W_ref with the
+        reference BatchNorm); a later task's holds its PEFT adapter state (``adapter.*``: LoRA
+        factors, BatchNorm parameters and statistics). Both hold the task's head (``head.*``).
         """
         head = {f"head.{k}": v for k, v in self.model.heads[task].state_dict().items()}
         if task == self.model.reference_task:
-            return {**{f"backbone.{k}": v for k, v in self.reference.state_dict().items()}, **head}
+            return {**{f"backbone.{k}": v for k, v in reference_copy(self.model).state_dict().items()}, **head}
         adapter = get_peft_model_state_dict(self.model.peft, adapter_name=task)
         return {**{f"adapter.{k}": v for k, v in adapter.items()}, **head}
