@@ -23,7 +23,7 @@ import torch
 
 from pearl_cl import metrics
 from pearl_cl.adapters import INITS
-from pearl_cl.backbones import BACKBONES
+from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.config import RunConfig, save_config
 from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError
@@ -57,8 +57,7 @@ def check(config: RunConfig) -> None:
         raise ConfigError(f"seed must be in [0, 2**32), got {config.seed}")
     if config.out is not None and not config.out.strip():
         raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
-    if not (math.isfinite(config.backbone.width) and config.backbone.width > 0):
-        raise ConfigError(f"backbone.width must be finite and > 0, got {config.backbone.width}")
+    check_width(config.backbone.width)
 
 
 @dataclass

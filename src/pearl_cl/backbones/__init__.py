@@ -19,6 +19,12 @@ from pearl_cl.errors import ConfigError
 BACKBONES = ("resnet18", "mlp")
 
 
+def check_width(width: float) -> None:
+    """Raise :class:`ConfigError` unless ``width`` (``backbone.width``) is finite and > 0."""
+    if not (math.isfinite(width) and width > 0):
+        raise ConfigError(f"backbone.width must be finite and > 0, got {width}; try backbone.width=0.5")
+
+
 def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
     """Build backbone ``name`` for images of shape ``in_shape`` = (channels, height, width).
 
@@ -27,8 +33,7 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0
     Raises:
         ConfigError: unknown ``name`` or non-positive ``width``.
     """
-    if not (math.isfinite(width) and width > 0):
-        raise ConfigError(f"backbone.width must be > 0, got {width}; try backbone.width=1.0")
+    check_width(width)
     if name == "resnet18":
         return ReducedResNet18(in_channels=in_shape[0], width=width)
     if name == "mlp":
