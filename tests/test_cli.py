@@ -27,7 +27,8 @@ def test_cli_run_prints_the_summary(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    for text in ("average accuracy %", "forgetting (pp)", "layer: rank (proximity)", "fc1", "task5", str(out)):
+    for text in ("average accuracy %", "forgetting (pp)", "layer: rank (proximity)", "fc1", "task5", str(out),
+                 "class-il", "routing accuracy %"):
         assert text in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "complete"

@@ -122,3 +122,29 @@ def test_config_reads_scientific_notation_and_rejects_sections():
     assert load_config(overrides=["train.lr=1e-4", "pearl.epsilon=2E-1"]).train.lr == 1e-4
     with pytest.raises(ConfigError, match="'train.lr' needs a value of type float"):
         load_config(overrides=["train.lr=fast"])
+
+
+def test_permuted_mnist_tasks_share_labels_and_permute_pixels(mnist):
+    from pearl_cl.data.benchmarks import shift_images
+
+    spec = BENCHMARKS["permuted-mnist"]
+    tasks = split_tasks(mnist, spec, seed=0, train_per_task=200, test_per_task=50)
+    assert len(tasks) == 10 and all(t.classes == tuple(range(10)) for t in tasks)
+    images = mnist.test_images[:5]
+    assert torch.equal(shift_images(images, spec, 0, seed=0), images)  # task 1: original pixel order
+    moved = shift_images(images, spec, 3, seed=0)
+    assert not torch.equal(moved, images)
+    assert torch.equal(moved.flatten(1).sort(1).values, images.flatten(1).sort(1).values)  # same pixels, new places
+    assert torch.equal(moved, shift_images(images, spec, 3, seed=0))  # fixed per task and seed
+    assert not torch.equal(moved, shift_images(images, spec, 3, seed=1))
+
+
+def test_rotated_mnist_rotates_by_45_degrees_per_task(mnist):
+    from pearl_cl.data.benchmarks import shift_images
+
+    spec = BENCHMARKS["rotated-mnist"]
+    images = mnist.test_images[:5]
+    assert torch.equal(shift_images(images, spec, 2, seed=0), torch.rot90(images, 1, dims=(2, 3)))  # 90° CCW
+    assert torch.equal(shift_images(images, spec, 4, seed=0), torch.rot90(images, 2, dims=(2, 3)))  # 180°
+    tasks = split_tasks(mnist, spec, seed=0, train_per_task=100, test_per_task=20)
+    assert len(tasks) == 5 and tasks[4].classes == tuple(range(10))

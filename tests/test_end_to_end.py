@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pearl_cl import PearlError, load_config, run
+from pearl_cl.routing import TaskStatistics
 from pearl_cl.store import RunStore
 
 from conftest import small_config
@@ -22,7 +23,8 @@ def finished(tmp_path_factory):
 
 def test_run_directory_holds_every_file(finished):
     root = finished.directory
-    expected = ["config.yaml", "metrics.json", "accuracy_matrix_task-il.csv", "ranks.csv", "tasks.csv", "manifest.json"]
+    expected = ["config.yaml", "metrics.json", "accuracy_matrix_task-il.csv", "accuracy_matrix_class-il.csv",
+                "routing_accuracy.csv", "ranks.csv", "tasks.csv", "manifest.json"]
     expected += [f"tasks/task{i}.safetensors" for i in range(1, 6)]
     for name in expected:
         assert (root / name).is_file(), name
@@ -36,7 +38,20 @@ def test_task_il_accuracy_beats_chance_without_forgetting(finished):
     assert scores["average_accuracy"] >= 90.0  # chance is 50% on two-class tasks
     assert scores["forgetting"] == 0.0 and scores["bwt"] == 0.0
     acc = np.genfromtxt(finished.directory / "accuracy_matrix_task-il.csv", delimiter=",", skip_header=1)[:, 1:]
-    np.testing.assert_allclose(acc, finished.accuracy, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(acc, finished.accuracy["task-il"], atol=1e-4, equal_nan=True)
+
+
+def test_class_il_is_reported_with_routing_accuracy(finished):
+    m = json.loads((finished.directory / "metrics.json").read_text())
+    class_il, routing = m["scenarios"]["class-il"], m["routing"]
+    assert routing["router"] == "mahalanobis" and routing["scenario"] == "class-il"
+    # a class is right only when its task was chosen: Class-IL never exceeds routing or Task-IL
+    final = finished.accuracy["class-il"][-1]
+    assert (final <= finished.routing[-1] + 1e-9).all() and (final <= finished.accuracy["task-il"][-1] + 1e-9).all()
+    assert 20.0 < routing["accuracy"] <= 100.0  # five tasks: chance routing is 20%
+    assert class_il["average_accuracy"] == pytest.approx(float(np.mean(final)))
+    stats = TaskStatistics.from_tensors(load_file(finished.directory / "tasks" / "task4.safetensors"))
+    assert stats.means.shape[0] == 2 and stats.precision.shape[0] == stats.means.shape[1]
 
 
 def test_ranks_csv_matches_adapter_files(finished):
@@ -76,7 +91,8 @@ def test_saved_config_reloads_to_the_same_config(finished):
 
 def test_same_config_and_seed_give_identical_results(finished, tmp_path):
     again = run(small_config(tmp_path))
-    np.testing.assert_array_equal(again.accuracy, finished.accuracy)
+    for scenario in ("task-il", "class-il"):
+        np.testing.assert_array_equal(again.accuracy[scenario], finished.accuracy[scenario])
     first, second = RunStore(finished.directory).files, RunStore(again.directory).files
     for i in range(1, 6):  # every saved adapter is bitwise the same
         name = f"tasks/task{i}.safetensors"

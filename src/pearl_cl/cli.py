@@ -38,8 +38,10 @@ def _run(args: argparse.Namespace) -> None:
                                             ("data__root", args.data_root)) if value is not None}
     config = load_config(args.config, args.overrides, **values)
     result = run(config, on_task=lambda record, acc: tqdm.write(task_line(record, acc)))
-    print(format_matrix(result.accuracy))
-    print()
+    for name, acc in result.accuracy.items():
+        print(f"{name}:")
+        print(format_matrix(acc))
+        print()
     print(summary(result))
 
 

@@ -90,6 +90,16 @@ class PearlConfig:
 
 
 @dataclass
+class RoutingConfig:
+    """Class- and domain-incremental inference (DESIGN.md §2 step 6, :mod:`pearl_cl.routing`):
+    ``router`` picks the task of an unlabelled image; ``shrinkage`` in [0, 1] regularises the
+    covariances of the Mahalanobis routers."""
+
+    router: str = "mahalanobis"
+    shrinkage: float = 0.001
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``)."""
 
@@ -101,6 +111,7 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pearl: PearlConfig = field(default_factory=PearlConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML- and JSON-ready)."""

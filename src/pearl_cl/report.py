@@ -18,17 +18,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def task_table(result: RunResult) -> str:
-    """One row per task: classes, Task-IL accuracy just after it and at the end, ranks, cost."""
-    acc, n = result.accuracy, len(result.records)
+    """One row per task: classes, Task-IL and routed (class-/domain-IL) accuracy at the end,
+    routing accuracy at the end, ranks, cost."""
+    acc, n = result.accuracy[SCENARIO], len(result.records)
+    routed_name = _routed_scenario(result)
+    routed = result.accuracy[routed_name]
     backbone = result.metrics["backbone_parameters"]
     seconds = result.metrics["seconds_per_task"]
     rows = []
     for i, r in enumerate(result.records):
         ranks = [lr.rank for lr in r.ranks.values()]
         rank_text = "reference" if r.reference else f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks, default=0)})"
-        rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}", rank_text,
+        rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}",
+                     f"{routed[n - 1, i]:.2f}", f"{result.routing[n - 1, i]:.2f}", rank_text,
                      f"{r.parameters['total']:,}", f"{percent_of(r.parameters['total'], backbone):.2f}", f"{seconds[i]['total']:.1f}"])
-    return _table(["task", "classes", "acc@learned %", "acc@end %", "rank sum (adapted layers)", "params added",
+    return _table(["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
+                   "rank sum (adapted layers)", "params added",
                    "% backbone", "seconds"], rows)
 
 
@@ -42,21 +47,30 @@ def rank_table(result: RunResult) -> str:
     return _table(["layer: rank (proximity)"] + [r.task for r in later], rows)
 
 
+def _routed_scenario(result: RunResult) -> str:
+    """The run's scenario without task labels (``class-il`` or ``domain-il``)."""
+    return next(name for name in result.accuracy if name != SCENARIO)
+
+
 def summary(result: RunResult) -> str:
-    """The run's closing summary: task table, rank table and the headline metrics."""
+    """The run's closing summary: task table, rank table and the headline metrics, Task-IL and
+    the routed scenario side by side."""
     m = result.metrics
-    s = m["scenarios"][SCENARIO]
+    routed = _routed_scenario(result)
+    s, c = m["scenarios"][SCENARIO], m["scenarios"][routed]
     added = m["parameters_added_after_reference"]
     total_seconds = sum(t["total"] for t in m["seconds_per_task"])
-    headline = _table(["metric", SCENARIO], [
-        ["average accuracy %", f"{s['average_accuracy']:.2f}"],
-        ["average incremental accuracy %", f"{s['average_incremental_accuracy']:.2f}"],
-        ["forgetting (pp)", f"{s['forgetting']:.2f}"],
-        ["BWT (pp)", f"{s['bwt']:.2f}"],
+    rows = [[label, f"{s[key]:.2f}", f"{c[key]:.2f}"] for label, key in (
+        ("average accuracy %", "average_accuracy"), ("average incremental accuracy %", "average_incremental_accuracy"),
+        ("forgetting (pp)", "forgetting"), ("BWT (pp)", "bwt"))]
+    rows.append(["routing accuracy %", "-", f"{m['routing']['accuracy']:.2f} ({m['routing']['router']})"])
+    metric_table = _table(["metric", SCENARIO, routed], rows)
+    costs = _table(["cost", "value"], [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
         ["seconds (all tasks)", f"{total_seconds:.1f}"],
     ])
+    headline = metric_table + "\n\n" + costs
     parts = [f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · data: {m['data_source']}",
              task_table(result)]
     ranks = rank_table(result)

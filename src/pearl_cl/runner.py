@@ -25,13 +25,15 @@ from pearl_cl import metrics
 from pearl_cl.adapters import INITS
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.config import RunConfig, save_config
-from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, make_benchmark
+from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, TaskData, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS, TaskRecord
 from pearl_cl.probe import PROBES
+from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
 
 SCENARIO = "task-il"
+EVAL_BATCH = 512
 
 
 def check(config: RunConfig) -> None:
@@ -46,6 +48,7 @@ def check(config: RunConfig) -> None:
         "backbone.name": (config.backbone.name, list(BACKBONES)),
         "pearl.probe": (config.pearl.probe, list(PROBES)),
         "pearl.init": (config.pearl.init, list(INITS)),
+        "routing.router": (config.routing.router, list(ROUTERS)),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -58,15 +61,20 @@ def check(config: RunConfig) -> None:
     if config.out is not None and not config.out.strip():
         raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
     check_width(config.backbone.width)
+    if not 0.0 <= config.routing.shrinkage <= 1.0:
+        raise ConfigError(f"routing.shrinkage must be in [0, 1], got {config.routing.shrinkage}")
 
 
 @dataclass
 class RunResult:
-    """A finished run: its directory, the ``(T, T)`` Task-IL accuracy matrix (%), the task
-    records and ``metrics`` (the content of ``metrics.json``)."""
+    """A finished run: its directory; ``accuracy``, scenario (``task-il`` and the benchmark's
+    ``class-il`` or ``domain-il``) → ``(T, T)`` accuracy matrix in %; ``routing``, the ``(T, T)``
+    matrix of the router's task-identification accuracy in %; the task records; and ``metrics``
+    (the content of ``metrics.json``)."""
 
     directory: Path
-    accuracy: np.ndarray
+    accuracy: dict[str, np.ndarray]
+    routing: np.ndarray
     records: list[TaskRecord]
     metrics: dict[str, Any]
 
@@ -86,8 +94,8 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _metrics_json(config: RunConfig, bench: Benchmark, acc: np.ndarray, records: list[TaskRecord],
-                  backbone_params: int, seconds: list[float]) -> dict[str, Any]:
+def _metrics_json(config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
+                  records: list[TaskRecord], backbone_params: int, seconds: list[float]) -> dict[str, Any]:
     added = [r.parameters["total"] for r in records if not r.reference]
     n = len(bench.tasks)
     return {
@@ -97,7 +105,11 @@ def _metrics_json(config: RunConfig, bench: Benchmark, acc: np.ndarray, records:
         "seed": config.seed,
         "data_source": bench.source,
         "tasks_learned": len(records),
-        "scenarios": {SCENARIO: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}},
+        "scenarios": {name: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}
+                      for name, acc in accs.items()},
+        "routing": {"router": config.routing.router, "scenario": bench.spec.scenario,
+                    "accuracy": metrics.average_accuracy(routing), "accuracy_per_task": list(routing[-1]),
+                    "units": "% of each task's test images routed to their own task"},
         "backbone_parameters": backbone_params,
         "parameters_added_per_task": [
             {"task": r.task, **r.parameters, "percent_of_backbone": metrics.percent_of(r.parameters["total"], backbone_params)}
@@ -116,11 +128,12 @@ def _csv(value: float, digits: int) -> str:
     return "" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _write(store: RunStore, config: RunConfig, bench: Benchmark, acc: np.ndarray, records: list[TaskRecord],
-           backbone_params: int, seconds: list[float]) -> dict[str, Any]:
+def _write(store: RunStore, config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
+           records: list[TaskRecord], backbone_params: int, seconds: list[float]) -> dict[str, Any]:
     n = len(records)
     header = ["after_task"] + [f"task{j + 1}" for j in range(n)]
-    store.write_csv(f"accuracy_matrix_{SCENARIO}.csv", header, [[f"task{i + 1}"] + [_csv(v, 4) for v in acc[i]] for i in range(n)])
+    for name, acc in {**{f"accuracy_matrix_{k}": v for k, v in accs.items()}, "routing_accuracy": routing}.items():
+        store.write_csv(f"{name}.csv", header, [[f"task{i + 1}"] + [_csv(v, 4) for v in acc[i]] for i in range(n)])
     store.write_csv("ranks.csv", ["task", "layer", "rows", "cols", "proximity", "rank", "parameters"],
                     [[r.task, lr.layer, lr.shape[0], lr.shape[1], f"{lr.proximity:.6g}", lr.rank,
                       lr.rank * (lr.shape[0] + lr.shape[1])] for r in records for lr in r.ranks.values()])
@@ -130,7 +143,7 @@ def _write(store: RunStore, config: RunConfig, bench: Benchmark, acc: np.ndarray
                     [[r.task, " ".join(map(str, r.classes)), r.reference] + [r.parameters[k] for k in counts]
                      + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", _csv(r.train_loss, 6),
                         _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, seconds)])
-    result = _metrics_json(config, bench, acc, records, backbone_params, seconds)
+    result = _metrics_json(config, bench, accs, routing, records, backbone_params, seconds)
     store.write_json("metrics.json", result)
     return result
 
@@ -172,7 +185,9 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
     store.write_text("config.yaml", save_config(config))
     learner = METHODS[config.method](config, bench.image_shape)
     n = len(bench.tasks)
-    correct = np.zeros((n, n), dtype=np.int64)
+    scenario = bench.spec.scenario
+    correct = {SCENARIO: np.zeros((n, n), dtype=np.int64), scenario: np.zeros((n, n), dtype=np.int64)}
+    routed = np.zeros((n, n), dtype=np.int64)
     totals = np.array([len(t.test_y) for t in bench.tasks])
     seconds: list[float] = []
     result: dict[str, Any] = {}
@@ -182,13 +197,27 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
             learner.learn(task, _task_seed(config, i))
         except PearlError as exc:
             raise type(exc)(f"{exc}. {directory} keeps the {i} task(s) learned before {task.name}") from exc
-        for j in range(i + 1):
-            seen = bench.tasks[j]
-            correct[i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
+        for j, seen in enumerate(bench.tasks[: i + 1]):
+            correct[SCENARIO][i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
+            correct[scenario][i, j], routed[i, j] = _routed_counts(learner, seen, j)
         seconds.append(time.perf_counter() - start)
         store.write_tensors(f"tasks/{task.name}.safetensors", learner.task_tensors(task.name), {"task": task.name})
-        acc = metrics.accuracy_matrix(correct[: i + 1, : i + 1], totals[: i + 1])
-        result = _write(store, config, bench, acc, learner.records, learner.backbone_parameters, seconds)
+        accs = {k: metrics.accuracy_matrix(c[: i + 1, : i + 1], totals[: i + 1]) for k, c in correct.items()}
+        routing = metrics.accuracy_matrix(routed[: i + 1, : i + 1], totals[: i + 1])
+        result = _write(store, config, bench, accs, routing, learner.records, learner.backbone_parameters, seconds)
         if on_task is not None:
-            on_task(learner.records[-1], acc)
-    return RunResult(directory, acc, learner.records, result)
+            on_task(learner.records[-1], accs[SCENARIO])
+    return RunResult(directory, accs, routing, learner.records, result)
+
+
+def _routed_counts(learner, task: TaskData, index: int) -> tuple[int, int]:
+    """Images of ``task``'s test set whose class the router-chosen branch predicts right, and
+    images routed to ``task`` (its position ``index``), in batches."""
+    right = routed = 0
+    labels = task.test_labels
+    for start in range(0, len(labels), EVAL_BATCH):
+        x, y = task.test_x[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
+        pred, chosen = learner.route(x, true_task=torch.full((len(y),), index))
+        right += int((pred == y).sum())
+        routed += int((chosen == index).sum())
+    return right, routed

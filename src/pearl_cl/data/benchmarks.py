@@ -1,9 +1,15 @@
-"""Benchmarks: a dataset cut into a sequence of tasks (our design, after the Split-MNIST protocol).
+"""Benchmarks: a dataset cut into a sequence of tasks (our design, after the literature's protocols).
 
-Split-MNIST (Zenke et al., "Continual Learning Through Synaptic Intelligence", ICML 2017) cuts
-the 10 digit classes into 5 tasks of 2 classes, in the order (0,1), (2,3), …, (8,9).
-Split-Fashion-MNIST does the same for Fashion-MNIST. ``shuffle_classes`` permutes the class
-order with the run's seed.
+* Split-MNIST (Zenke et al., "Continual Learning Through Synaptic Intelligence", ICML 2017)
+  cuts the 10 digit classes into 5 tasks of 2 classes, in the order (0,1), (2,3), …, (8,9);
+  Split-Fashion-MNIST does the same for Fashion-MNIST. ``shuffle_classes`` permutes the class
+  order with the run's seed. Scenario without task labels: class-incremental.
+* Permuted-MNIST (Goodfellow et al., "An Empirical Investigation of Catastrophic Forgetting",
+  2013; 10 tasks as in van de Ven & Tolias, "Three scenarios for continual learning", 2019):
+  every task holds all 10 digits, its pixels shuffled by a fixed permutation drawn from the
+  seed; task 1 keeps the original pixel order (our choice, so the reference task is natural
+  images). Rotated-MNIST: 5 tasks of all 10 digits rotated by 0°, 45°, 90°, 135°, 180°.
+  Scenario without task labels: domain-incremental (one shared label set).
 """
 
 from __future__ import annotations
@@ -22,20 +28,45 @@ class BenchmarkSpec:
     """How a benchmark cuts a dataset: ``n_tasks`` tasks of ``classes_per_task`` classes.
 
     ``mean`` and ``std`` (per channel, on pixels scaled to [0, 1]) normalise the images.
+    ``scenario`` is how the benchmark is evaluated without task labels: ``class-il`` (disjoint
+    classes) or ``domain-il`` (one shared label set). ``shift`` is what tells domain-IL tasks
+    apart: ``permute`` or ``rotate`` (``none`` for class splits).
     """
 
     name: str
     dataset: str
     n_tasks: int
     classes_per_task: int
+    scenario: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    shift: str = "none"
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, (0.1307,), (0.3081,)),
-    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, (0.2860,), (0.3530,)),
+    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", (0.1307,), (0.3081,)),
+    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", (0.2860,), (0.3530,)),
+    "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", (0.1307,), (0.3081,), "permute"),
+    "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", (0.1307,), (0.3081,), "rotate"),
 }
+ROTATION_STEP = 45.0  # degrees between rotated-mnist tasks
+
+
+def shift_images(images: torch.Tensor, spec: BenchmarkSpec, task: int, seed: int) -> torch.Tensor:
+    """Task ``task``'s view of ``(N, C, H, W)`` uint8 images under ``spec.shift``.
+
+    ``permute``: one pixel permutation per task from ``seed`` (task 0: identity); ``rotate``:
+    ``task · ROTATION_STEP`` degrees counter-clockwise (torchvision); ``none``: unchanged.
+    """
+    if spec.shift == "permute" and task > 0:
+        n, c, h, w = images.shape
+        perm = torch.randperm(h * w, generator=torch.Generator().manual_seed(seed * 7919 + task))
+        return images.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
+    if spec.shift == "rotate" and task > 0:
+        from torchvision.transforms.functional import rotate
+
+        return rotate(images, task * ROTATION_STEP)
+    return images
 
 
 @dataclass(frozen=True)
@@ -62,6 +93,11 @@ class TaskData:
     def name(self) -> str:
         """``"task1"``, ``"task2"``, … (also the task's adapter name)."""
         return f"task{self.index + 1}"
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        """``(N_test,)`` global class ids of the test images."""
+        return torch.tensor(self.classes)[self.test_y]
 
 
 @dataclass(frozen=True)
@@ -95,7 +131,8 @@ def split_tasks(
     train_per_task: int | None = None,
     test_per_task: int | None = None,
 ) -> tuple[TaskData, ...]:
-    """Cut ``images`` into ``spec.n_tasks`` tasks of ``spec.classes_per_task`` disjoint classes.
+    """Cut ``images`` into ``spec.n_tasks`` tasks: ``spec.classes_per_task`` disjoint classes
+    each (class split), or every class under a per-task :func:`shift_images` (domain shift).
 
     ``val_fraction`` of each task's (possibly capped) training images become its validation
     split, chosen with ``seed``. ``train_per_task`` / ``test_per_task`` cap the images per task
@@ -111,17 +148,21 @@ def split_tasks(
             raise ConfigError(f"{key} must be >= 1 or null (all images), got {cap}")
     generator = torch.Generator().manual_seed(seed)
     n_classes = spec.n_tasks * spec.classes_per_task
-    order = torch.randperm(n_classes, generator=generator) if shuffle_classes else torch.arange(n_classes)
+    domain = spec.shift != "none"
+    if domain:
+        n_classes = spec.classes_per_task
+    order = torch.randperm(n_classes, generator=generator) if shuffle_classes and not domain else torch.arange(n_classes)
     tasks = []
     for t in range(spec.n_tasks):
-        classes = tuple(int(c) for c in order[t * spec.classes_per_task : (t + 1) * spec.classes_per_task])
+        first = 0 if domain else t * spec.classes_per_task
+        classes = tuple(int(c) for c in order[first : first + spec.classes_per_task])
         lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(len(classes))
 
         def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[torch.Tensor, torch.Tensor]:
             idx = torch.nonzero(lookup[y] >= 0).squeeze(1)
             idx = idx[_take(len(idx), cap, generator)].sort().values
-            return _normalise(x[idx], spec), lookup[y[idx]]
+            return _normalise(shift_images(x[idx], spec, t, seed), spec), lookup[y[idx]]
 
         train_x, train_y = select(images.train_images, images.train_labels, train_per_task)
         n_val = int(round(val_fraction * len(train_y)))

@@ -25,6 +25,7 @@ from pearl_cl.metrics import task_accuracy
 from pearl_cl.model import ContinualModel
 from pearl_cl.probe import run_probe
 from pearl_cl.rank import LayerRank, allocate_ranks
+from pearl_cl.routing import TaskStatistics, route, task_statistics
 from pearl_cl.training import FitStats, count_correct, fit
 
 
@@ -84,6 +85,8 @@ class Pearl:
         self.rule = config.pearl.to_rank_rule()
         self.model = ContinualModel(build_backbone(config.backbone.name, image_shape, config.backbone.width))
         self.records: list[TaskRecord] = []
+        self.statistics: dict[str, TaskStatistics] = {}
+        self.classes: dict[str, tuple[int, ...]] = {}
 
     @property
     def backbone_parameters(self) -> int:
@@ -105,6 +108,9 @@ class Pearl:
             record = self._learn_adapter(task, seed)
         if len(task.val_y):
             record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
+        self.statistics[task.name] = task_statistics(self.model, task.name, len(task.classes), task.train_x, task.train_y,
+                                                     task.val_x, self.config.routing.shrinkage)
+        self.classes[task.name] = task.classes
         self.records.append(record)
         return record
 
@@ -142,15 +148,26 @@ class Pearl:
         """Task-IL: correct predictions of task ``task``'s branch on ``x`` ``(N, C, H, W)``, ``y`` ``(N,)``."""
         return count_correct(self.model, lambda xb: self.model(xb, task), x, y)
 
+    def route(self, x: torch.Tensor, true_task: torch.Tensor | None = None, router: str | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-/domain-IL: ``(N,)`` predicted global classes and ``(N,)`` chosen task indices
+        (in learning order) for ``x`` ``(N, C, H, W)``, choosing among every task learned so far
+        with ``router`` (default ``routing.router``); see :func:`pearl_cl.routing.route`."""
+        tasks = [r.task for r in self.records]
+        return route(self.model, x, tasks, [self.classes[t] for t in tasks], [self.statistics[t] for t in tasks],
+                     router or self.config.routing.router, self.config.routing.shrinkage, true_task)
+
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """Every tensor that belongs to task ``task``, for its safetensors file.
 
         The reference task's file holds the whole backbone (``backbone.*``, W_ref with the
         reference BatchNorm); a later task's holds its PEFT adapter state (``adapter.*``: LoRA
-        factors, BatchNorm parameters and statistics). Both hold the task's head (``head.*``).
+        factors, BatchNorm parameters and statistics). Both hold the task's head (``head.*``) and its
+        router statistics (``router.*``, see :class:`~pearl_cl.routing.TaskStatistics`).
         """
-        head = {f"head.{k}": v for k, v in self.model.heads[task].state_dict().items()}
+        own = {f"head.{k}": v for k, v in self.model.heads[task].state_dict().items()}
+        own.update(self.statistics[task].to_tensors())
         if task == self.model.reference_task:
-            return {**{f"backbone.{k}": v for k, v in reference_copy(self.model).state_dict().items()}, **head}
+            return {**{f"backbone.{k}": v for k, v in reference_copy(self.model).state_dict().items()}, **own}
         adapter = get_peft_model_state_dict(self.model.peft, adapter_name=task)
-        return {**{f"adapter.{k}": v for k, v in adapter.items()}, **head}
+        return {**{f"adapter.{k}": v for k, v in adapter.items()}, **own}
