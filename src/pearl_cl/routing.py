@@ -220,8 +220,7 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
 
     Returns:
         ``(N,)`` predicted global classes and ``(N,)`` chosen task indices (into ``tasks``).
-        T-branch routers run every branch over the whole batch (T forward passes, one more
-        for the reference features of ``mahalanobis``); ``reference``
+        T-branch routers run every branch over the whole batch (T forward passes); ``reference``
         and ``oracle`` run the reference branch (reference only) and then each chosen branch
         once over the images routed to it.
 
@@ -233,7 +232,10 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
         scores, preds = [], []
         ref_feats = _features(model, x, model.reference_task, len(x))[0] if router == "mahalanobis" else None
         for t, name in enumerate(tasks):
-            feats, logits = _features(model, x, name, len(x))
+            if ref_feats is not None and name == model.reference_task:
+                feats, logits = ref_feats, model.heads[name](ref_feats)
+            else:
+                feats, logits = _features(model, x, name, len(x))
             if ref_feats is not None:
                 feats = joint_features(feats, ref_feats, name == model.reference_task)
             scores.append(calibrated(router, branch_scores(router, logits, feats, stats[t]), stats[t]))

@@ -1,8 +1,10 @@
 """Run a method over a benchmark and write the run directory (DESIGN.md §6); the library entry point.
 
 Our design. :func:`run` validates the config, loads the benchmark, learns the tasks in order,
-evaluates Task-IL accuracy on every task seen after each task, and writes after every task:
-``config.yaml``, ``metrics.json``, ``accuracy_matrix_task-il.csv``, ``ranks.csv``, ``tasks.csv``
+evaluates every task seen after each task, with its task label (Task-IL) and without it through
+the configured router (the benchmark's class-IL or domain-IL scenario), and writes after every
+task: ``config.yaml``, ``metrics.json``, ``accuracy_matrix_<scenario>.csv`` for both scenarios,
+``routing_accuracy.csv``, ``ranks.csv``, ``tasks.csv``
 and ``tasks/<task>.safetensors``, all listed with checksums in ``manifest.json``. Each file is
 replaced atomically; after a task the order is: the task's tensors, the CSV files, then
 ``metrics.json`` last, so a ``metrics.json`` never names a task whose files are not yet on disk.
