@@ -20,17 +20,15 @@ import numpy as np
 import torch
 
 from pearl_cl import load_config
-from pearl_cl.data import make_benchmark
 from pearl_cl.methods import Pearl
 from pearl_cl.routing import ROUTERS
-from pearl_cl.runner import EVAL_BATCH
+from pearl_cl.runner import benchmark_for, routed_counts
 
 
 def main(overrides: list[str]) -> None:
     config = load_config(None, overrides)
     torch.manual_seed(config.seed)
-    bench = make_benchmark(config.benchmark, config.seed, config.data.root, config.data.download, config.data.val_fraction,
-                           config.data.shuffle_classes, config.data.train_per_task, config.data.test_per_task)
+    bench = benchmark_for(config)
     learner = Pearl(config, bench.image_shape)
     for i, task in enumerate(bench.tasks):
         learner.learn(task, config.seed * 1000 + i)
@@ -42,19 +40,13 @@ def main(overrides: list[str]) -> None:
     print(f"{config.benchmark} ({bench.spec.scenario}), {len(bench.tasks)} tasks; Task-IL average {np.mean(task_il):.2f}%")
     print(f"{'router':<12} {'accuracy %':>10} {'routing %':>9} {'throughput vs Task-IL':>22}")
     for router in ROUTERS:
-        right, routed, seconds = [], [], 0.0
+        right, routed = [], []
+        start = time.perf_counter()
         for j, task in enumerate(bench.tasks):
-            labels = task.test_labels
-            r = c = 0
-            for s in range(0, len(labels), EVAL_BATCH):
-                x, y = task.test_x[s : s + EVAL_BATCH], labels[s : s + EVAL_BATCH]
-                t0 = time.perf_counter()
-                pred, chosen = learner.route(x, torch.full((len(y),), j), router=router)
-                seconds += time.perf_counter() - t0
-                r += int((pred == y).sum())
-                c += int((chosen == j).sum())
-            right.append(100.0 * r / len(labels))
-            routed.append(100.0 * c / len(labels))
+            r, c = routed_counts(learner, task, j, router)
+            right.append(100.0 * r / len(task.test_y))
+            routed.append(100.0 * c / len(task.test_y))
+        seconds = time.perf_counter() - start
         print(f"{router:<12} {np.mean(right):>10.2f} {np.mean(routed):>9.2f} {task_il_seconds / seconds:>21.2f}x")
 
 

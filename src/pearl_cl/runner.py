@@ -174,10 +174,21 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
+def benchmark_for(config: RunConfig) -> Benchmark:
+    """The benchmark ``config`` names, cut into tasks with its ``data`` settings.
+
+    Raises:
+        ConfigError: unknown benchmark or bad split settings.
+        DataError: the dataset cannot be found.
+    """
+    d = config.data
+    return make_benchmark(config.benchmark, config.seed, d.root, d.download, d.val_fraction, d.shuffle_classes,
+                          d.train_per_task, d.test_per_task)
+
+
 def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None) -> RunResult:
     torch.manual_seed(config.seed)
-    bench = make_benchmark(config.benchmark, config.seed, config.data.root, config.data.download, config.data.val_fraction,
-                           config.data.shuffle_classes, config.data.train_per_task, config.data.test_per_task)
+    bench = benchmark_for(config)
     directory = Path(config.out) if config.out else default_run_dir(config)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         what = "is a file" if not directory.is_dir() else "already exists and is not empty"
@@ -201,7 +212,7 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
             raise type(exc)(f"{exc}. {directory} keeps the {i} task(s) learned before {task.name}") from exc
         for j, seen in enumerate(bench.tasks[: i + 1]):
             correct[SCENARIO][i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
-            correct[scenario][i, j], routed[i, j] = _routed_counts(learner, seen, j)
+            correct[scenario][i, j], routed[i, j] = routed_counts(learner, seen, j)
         seconds.append(time.perf_counter() - start)
         store.write_tensors(f"tasks/{task.name}.safetensors", learner.task_tensors(task.name), {"task": task.name})
         accs = {k: metrics.accuracy_matrix(c[: i + 1, : i + 1], totals[: i + 1]) for k, c in correct.items()}
@@ -212,14 +223,15 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
     return RunResult(directory, accs, routing, learner.records, result)
 
 
-def _routed_counts(learner, task: TaskData, index: int) -> tuple[int, int]:
+def routed_counts(learner, task: TaskData, index: int, router: str | None = None) -> tuple[int, int]:
     """Images of ``task``'s test set whose class the router-chosen branch predicts right, and
-    images routed to ``task`` (its position ``index``), in batches."""
+    images routed to ``task`` (its position ``index``), in batches of :data:`EVAL_BATCH`;
+    ``router`` defaults to the learner's configured one."""
     right = routed = 0
     labels = task.test_labels
     for start in range(0, len(labels), EVAL_BATCH):
         x, y = task.test_x[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
-        pred, chosen = learner.route(x, true_task=torch.full((len(y),), index))
+        pred, chosen = learner.route(x, true_task=torch.full((len(y),), index), router=router)
         right += int((pred == y).sum())
         routed += int((chosen == index).sum())
     return right, routed

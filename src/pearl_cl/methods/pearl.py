@@ -86,7 +86,6 @@ class Pearl:
         self.model = ContinualModel(build_backbone(config.backbone.name, image_shape, config.backbone.width))
         self.records: list[TaskRecord] = []
         self.statistics: dict[str, TaskStatistics] = {}
-        self.classes: dict[str, tuple[int, ...]] = {}
 
     @property
     def backbone_parameters(self) -> int:
@@ -110,7 +109,6 @@ class Pearl:
             record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
         self.statistics[task.name] = task_statistics(self.model, task.name, len(task.classes), task.train_x, task.train_y,
                                                      task.val_x, self.config.routing.shrinkage)
-        self.classes[task.name] = task.classes
         self.records.append(record)
         return record
 
@@ -154,7 +152,7 @@ class Pearl:
         (in learning order) for ``x`` ``(N, C, H, W)``, choosing among every task learned so far
         with ``router`` (default ``routing.router``); see :func:`pearl_cl.routing.route`."""
         tasks = [r.task for r in self.records]
-        return route(self.model, x, tasks, [self.classes[t] for t in tasks], [self.statistics[t] for t in tasks],
+        return route(self.model, x, tasks, [r.classes for r in self.records], [self.statistics[t] for t in tasks],
                      router or self.config.routing.router, self.config.routing.shrinkage, true_task)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
