@@ -14,6 +14,8 @@ from pearl_cl.rank import (
     clip_rank,
     distance_ranks,
     energy_rank,
+    fixed_rank_parameters,
+    matched_fixed_rank,
     proximity,
     residual_rank,
     singular_values,
@@ -128,3 +130,22 @@ def test_allocate_rejects_mismatched_layers():
 def test_rank_rule_rejects_bad_knobs(kwargs):
     with pytest.raises(ConfigError):
         RankRule(**kwargs)
+
+
+def test_fixed_rank_parameters_counts_each_layer_up_to_its_own_rank():
+    shapes = [(400, 784), (400, 400), (3, 9)]
+    assert fixed_rank_parameters(shapes, 2) == 2 * 1184 + 2 * 800 + 2 * 12
+    assert fixed_rank_parameters(shapes, 5) == 5 * 1184 + 5 * 800 + 3 * 12  # the 3x9 layer stops at rank 3
+
+
+def test_matched_fixed_rank_is_the_closest_budget_and_prefers_the_smaller_rank():
+    shapes = [(400, 784), (400, 400)]
+    per_rank = 1184 + 800
+    assert matched_fixed_rank(shapes, 3 * per_rank) == 3
+    assert matched_fixed_rank(shapes, 3.4 * per_rank) == 3
+    assert matched_fixed_rank(shapes, 3.6 * per_rank) == 4
+    assert matched_fixed_rank(shapes, 3.5 * per_rank) == 3  # a tie goes to the smaller rank
+    assert matched_fixed_rank(shapes, 0) == 1  # LoRA has rank >= 1
+    assert matched_fixed_rank(shapes, 1e12) == 400  # bounded by the layers' shapes
+    with pytest.raises(ValueError):
+        matched_fixed_rank([], 10)

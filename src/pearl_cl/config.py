@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,11 +51,15 @@ class BackboneConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation of every task: ``epochs`` for adapter tasks, ``reference_epochs`` for the
-    reference task; ``optimizer``: adam | sgd; ``lr`` and ``weight_decay`` per step."""
+    """Optimisation of every task: ``epochs`` for adapter tasks (and every later task of the
+    baselines), ``reference_epochs`` for the first task; ``iterations``, when set, replaces both
+    with a fixed number of optimiser steps per task (the probe still counts ``probe_epochs``);
+    ``optimizer``: adam | sgd; ``lr`` (full-weight training) and ``adapter_lr`` (LoRA adapters)
+    and ``weight_decay`` per step."""
 
     epochs: int = 1
     reference_epochs: int = 1
+    iterations: int | None = None
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 0.001
@@ -100,6 +105,43 @@ class RoutingConfig:
 
 
 @dataclass
+class BaselinesConfig:
+    """Hyperparameters of the baselines (:mod:`pearl_cl.methods`), defaults from the literature.
+
+    The EWC and SI values are van de Ven & Tolias' Split-MNIST task-incremental settings for the
+    protocol of :data:`PROTOCOLS` (``param_values.py`` of github.com/GMvandeVen/continual-learning,
+    2019): online EWC λ = 1e8 with decay γ = 0.8, SI c = 50 with damping ξ = 0.1. Their
+    class-incremental settings differ (λ = 1e9, SI c = 0.5) but leave Class-IL near chance all the
+    same, so one training per run uses the Task-IL values. LwF: temperature 2 and distillation
+    weight 1 (Li & Hoiem, "Learning without Forgetting", 2016, T = 2, λ_o = 1).
+
+    ``ewc_lambda`` ≥ 0, ``ewc_gamma`` in [0, 1], ``fisher_samples`` (images per task for EWC's
+    Fisher; None: all training images), ``si_c`` ≥ 0, ``si_xi`` > 0, ``lwf_temperature`` > 0,
+    ``lwf_alpha`` ≥ 0.
+    """
+
+    ewc_lambda: float = 1e8
+    ewc_gamma: float = 0.8
+    fisher_samples: int | None = None
+    si_c: float = 50.0
+    si_xi: float = 0.1
+    lwf_temperature: float = 2.0
+    lwf_alpha: float = 1.0
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first key out of range."""
+        valid = {"ewc_lambda": self.ewc_lambda >= 0, "ewc_gamma": 0 <= self.ewc_gamma <= 1,
+                 "fisher_samples": self.fisher_samples is None or self.fisher_samples >= 1,
+                 "si_c": self.si_c >= 0, "si_xi": self.si_xi > 0,
+                 "lwf_temperature": self.lwf_temperature > 0, "lwf_alpha": self.lwf_alpha >= 0}
+        for name, ok in valid.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"baselines.{name} is out of range, got {value!r}; the README's config table gives "
+                                  f"its range and default")
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``)."""
 
@@ -112,6 +154,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pearl: PearlConfig = field(default_factory=PearlConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML- and JSON-ready)."""
@@ -124,17 +167,30 @@ class RunConfig:
             value = getattr(value, name)
         return value
 
-    def fit_settings(self, epochs_key: str, lr_key: str) -> FitSettings:
+    def fit_settings(self, epochs_key: str, lr_key: str, iterations: bool = True) -> FitSettings:
         """Validated :class:`~pearl_cl.training.FitSettings` with the epochs and step size found at
         the dotted keys ``epochs_key`` and ``lr_key`` (e.g. ``"pearl.probe_epochs"``,
-        ``"train.lr"``) and the rest of ``train``; error messages name those keys.
+        ``"train.lr"``) and the rest of ``train``; ``train.iterations`` applies unless
+        ``iterations`` is False (the probe); error messages name those keys.
 
         Raises:
             ConfigError: a value out of range (names the key).
         """
         t = self.train
         return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
-                           t.momentum, names=(epochs_key, lr_key))
+                           t.momentum, names=(epochs_key, lr_key), iterations=t.iterations if iterations else None)
+
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "classic-split-mnist": {
+        "backbone.name": "mlp", "backbone.width": 1.0, "train.optimizer": "adam", "train.lr": 0.001,
+        "train.batch_size": 128, "train.iterations": 2000,
+    },
+}
+"""Named protocols: config values applied before the file and overrides. ``classic-split-mnist``
+is the Split-MNIST protocol of Hsu et al. (2018) and van de Ven & Tolias (2019): an MLP with two
+hidden layers of 400 ReLU units, Adam with lr 0.001, batches of 128, 2,000 iterations per task.
+(Both train on all 60,000 training images; ours hold ``data.val_fraction`` out for validation.)"""
 
 
 def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
@@ -225,14 +281,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **values: Any) -> RunConfig:
-    """The defaults, then the YAML file at ``path``, then ``overrides`` (``"key=value"``), then
-    ``values`` given as keyword arguments with ``__`` for dots (``pearl__rank_rule="energy"``).
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, protocol: str | None = None,
+                **values: Any) -> RunConfig:
+    """The defaults, then the named ``protocol`` (a key of :data:`PROTOCOLS`), then the YAML
+    file at ``path``, then ``overrides`` (``"key=value"``), then ``values`` given as keyword
+    arguments with ``__`` for dots (``pearl__rank_rule="energy"``).
 
     Raises:
-        ConfigError: unreadable file, unknown key, malformed override or wrongly typed value.
+        ConfigError: unreadable file, unknown protocol or key, malformed override or wrongly
+            typed value.
     """
     config = RunConfig()
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+        for key, value in PROTOCOLS[protocol].items():
+            apply(config, key, value)
     if path is not None:
         path = Path(path)
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -93,7 +94,29 @@ def percent_of(count: int, whole: int) -> float:
     return 100.0 * count / whole
 
 
+STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size to its current size, so that
+    :func:`peak_rss_bytes` measures from now on (Linux ≥ 4.0: write 5 to
+    ``/proc/self/clear_refs``). Returns False where that is not possible; the peak then stays
+    the whole process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes (``getrusage``)."""
+    """Peak resident set size in bytes: since the last :func:`reset_peak_rss` (``VmHWM`` of
+    ``/proc/self/status``) on Linux, else of the whole process (``getrusage``)."""
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -179,3 +179,23 @@ def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.
         shape = tuple(as_matrix(delta).shape)
         result[name] = LayerRank(name, shape, prox[name], clip_rank(raw[name], rule, shape))
     return result
+
+
+def fixed_rank_parameters(shapes: list[tuple[int, int]], rank: int) -> int:
+    """LoRA parameters one task adds at ``rank`` on layers of matrix ``shapes`` ``(out, in·kh·kw)``:
+    Σ_l min(rank, out_l, in_l)·(out_l + in_l) (the ``fixed`` rule with no clip but the shape)."""
+    return sum(min(rank, *shape) * (shape[0] + shape[1]) for shape in shapes)
+
+
+def matched_fixed_rank(shapes: list[tuple[int, int]], budget: float) -> int:
+    """The fixed rank r ≥ 1 whose per-task LoRA parameters (:func:`fixed_rank_parameters`) come
+    closest to ``budget`` (parameters per task, e.g. PEARL's mean); ties go to the smaller rank.
+    Our design, for the budget-matched baseline of ``pearl-cl compare``.
+
+    Raises:
+        ValueError: ``shapes`` is empty.
+    """
+    if not shapes:
+        raise ValueError("no adaptable layers to match a rank on")
+    largest = max(min(shape) for shape in shapes)
+    return min(range(1, largest + 1), key=lambda r: (abs(fixed_rank_parameters(shapes, r) - budget), r))

@@ -9,6 +9,11 @@ from pearl_cl.metrics import percent_of
 from pearl_cl.runner import SCENARIO, RunResult
 
 
+def _percent(value: float | None) -> str:
+    """``value`` with two decimals, ``-`` when undefined (None or NaN)."""
+    return "-" if value is None or np.isnan(value) else f"{value:.2f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others, with a rule under the header."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
@@ -28,9 +33,10 @@ def task_table(result: RunResult) -> str:
     rows = []
     for i, r in enumerate(result.records):
         ranks = [lr.rank for lr in r.ranks.values()]
-        rank_text = "reference" if r.reference else f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks, default=0)})"
+        rank_text = "reference" if r.reference else (
+            f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks)})" if ranks else "-")
         rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}",
-                     f"{routed[n - 1, i]:.2f}", f"{result.routing[n - 1, i]:.2f}", rank_text,
+                     f"{routed[n - 1, i]:.2f}", _percent(result.routing[n - 1, i]), rank_text,
                      f"{r.parameters['total']:,}", f"{percent_of(r.parameters['total'], backbone):.2f}", f"{seconds[i]['total']:.1f}"])
     return _table(["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
                    "rank sum (adapted layers)", "params added",
@@ -39,7 +45,7 @@ def task_table(result: RunResult) -> str:
 
 def rank_table(result: RunResult) -> str:
     """Rank chosen per layer (rows) and task (columns), with the probe's proximity in brackets."""
-    later = [r for r in result.records if not r.reference]
+    later = [r for r in result.records if not r.reference and r.ranks]
     if not later:
         return ""
     layers = list(later[0].ranks)
@@ -63,7 +69,9 @@ def summary(result: RunResult) -> str:
     rows = [[label, f"{s[key]:.2f}", f"{c[key]:.2f}"] for label, key in (
         ("average accuracy %", "average_accuracy"), ("average incremental accuracy %", "average_incremental_accuracy"),
         ("forgetting (pp)", "forgetting"), ("BWT (pp)", "bwt"))]
-    rows.append(["routing accuracy %", "-", f"{m['routing']['accuracy']:.2f} ({m['routing']['router']})"])
+    routing = m["routing"]["accuracy"]
+    rows.append(["routing accuracy %", "-", f"{routing:.2f} ({m['routing']['router']})" if routing is not None
+                 else f"- ({m['routing']['router']})"])
     metric_table = _table(["metric", SCENARIO, routed], rows)
     costs = _table(["cost", "value"], [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
@@ -83,7 +91,12 @@ def summary(result: RunResult) -> str:
 def task_line(record: TaskRecord, acc: np.ndarray) -> str:
     """One line after a task: its Task-IL test accuracy, ranks and parameters added."""
     ranks = [r.rank for r in record.ranks.values()]
-    what = "reference (all weights)" if record.reference else f"rank sum {sum(ranks)} over {sum(r > 0 for r in ranks)}/{len(ranks)} layers"
+    if record.reference:
+        what = "first task (all weights)"
+    elif ranks:
+        what = f"rank sum {sum(ranks)} over {sum(r > 0 for r in ranks)}/{len(ranks)} layers"
+    else:
+        what = "all weights"
     return (f"{record.task} (classes {','.join(map(str, record.classes))}): {what}, {record.parameters['total']:,} params, "
             f"test acc {acc[-1, -1]:.2f}%, average so far {np.mean(acc[-1]):.2f}%")
 
@@ -93,3 +106,35 @@ def format_matrix(acc: np.ndarray) -> str:
     n = acc.shape[0]
     rows = [[f"after task{i + 1}"] + ["-" if np.isnan(v) else f"{v:.2f}" for v in acc[i]] for i in range(n)]
     return _table(["R[i, j] %"] + [f"task{j + 1}" for j in range(n)], rows)
+
+
+def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
+    """``mean ± std`` of ``column`` in an aggregated row (``-`` when undefined; no ± for one seed)."""
+    mean, std = entry[f"{column}_mean"], entry[f"{column}_std"]
+    if mean is None:
+        return "-"
+    return f"{mean:,.{digits}f}" if entry["seeds"] == 1 else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def compare_table(comparison) -> str:
+    """The comparison of :func:`pearl_cl.compare.compare` as one table: mean ± std over seeds."""
+    methods = comparison.methods
+    routed = methods[0]["scenario"]
+    rows = [[e["method"] + (f" (r={'/'.join(map(str, e['ranks']))})" if e["ranks"] else ""),
+             _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
+             _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
+             _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "peak_memory_mib", 0), _mean_std(e, "seconds", 1)]
+            for e in methods]
+    seeds = sorted({r["seed"] for r in comparison.runs})
+    header = ["method", "Task-IL acc %", f"{routed} acc %", "Task-IL forgetting", f"{routed} forgetting",
+              f"{routed} BWT", "params added", "% of backbone", "peak MiB", "seconds"]
+    return "\n\n".join([f"mean ± std over seeds {', '.join(map(str, seeds))} (forgetting and BWT in percentage points; "
+                         f"params added after the first task)", _table(header, rows),
+                         f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
+
+
+def compare_line(row: dict) -> str:
+    """One line after each run of a comparison."""
+    return (f"{row['method']} seed {row['seed']}: Task-IL {row['task_il_accuracy_pct']:.2f}%, "
+            f"{row['scenario']} {row['routed_accuracy_pct']:.2f}%, params added {row['params_added']:,}, "
+            f"{row['seconds']:.1f} s")

@@ -30,6 +30,7 @@ from pearl_cl.config import RunConfig, save_config
 from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, TaskData, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS, TaskRecord
+from pearl_cl.methods.record import COUNT_KEYS
 from pearl_cl.probe import PROBES
 from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
@@ -58,6 +59,7 @@ def check(config: RunConfig) -> None:
     config.pearl.to_rank_rule()
     for keys in (("train.reference_epochs", "train.lr"), ("train.epochs", "train.adapter_lr"), ("pearl.probe_epochs", "train.lr")):
         config.fit_settings(*keys)
+    config.baselines.check()
     if not 0 <= config.seed < 2**32:
         raise ConfigError(f"seed must be in [0, 2**32), got {config.seed}")
     if config.out is not None and not config.out.strip():
@@ -97,7 +99,8 @@ def _number(value: float) -> float | None:
 
 
 def _metrics_json(config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
-                  records: list[TaskRecord], backbone_params: int, seconds: list[float]) -> dict[str, Any]:
+                  learner, seconds: list[float], peak_is_per_run: bool) -> dict[str, Any]:
+    records, backbone_params = learner.records, learner.backbone_parameters
     added = [r.parameters["total"] for r in records if not r.reference]
     n = len(bench.tasks)
     return {
@@ -109,19 +112,23 @@ def _metrics_json(config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarra
         "tasks_learned": len(records),
         "scenarios": {name: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}
                       for name, acc in accs.items()},
-        "routing": {"router": config.routing.router, "scenario": bench.spec.scenario,
-                    "accuracy": metrics.average_accuracy(routing), "accuracy_per_task": list(routing[-1]),
-                    "units": "% of each task's test images routed to their own task"},
+        "routing": {"router": learner.router_name,
+                    "scenario": bench.spec.scenario, "accuracy": _number(metrics.average_accuracy(routing)),
+                    "accuracy_per_task": [_number(v) for v in routing[-1]],
+                    "units": "% of each task's test images routed to their own task (null: no task to identify)"},
         "backbone_parameters": backbone_params,
         "parameters_added_per_task": [
             {"task": r.task, **r.parameters, "percent_of_backbone": metrics.percent_of(r.parameters["total"], backbone_params)}
             for r in records
         ],
         "parameters_added_after_reference": {"count": int(sum(added)), "percent_of_backbone": metrics.percent_of(sum(added), backbone_params)},
+        "state_numbers": {"per_task": {r.task: r.state for r in records},
+                          "units": "numbers kept between tasks besides parameters (Fisher, importances, old model, data)"},
         "seconds_per_task": [{"task": r.task, **r.seconds, "total": s} for r, s in zip(records, seconds)],
         "validation_accuracy": {r.task: _number(r.val_accuracy) for r in records},
         "train_loss": {r.task: _number(r.train_loss) for r in records},
         "peak_memory_bytes": metrics.peak_rss_bytes(),
+        "peak_memory_scope": "this run" if peak_is_per_run else "this process (the peak could not be reset)",
     }
 
 
@@ -131,7 +138,8 @@ def _csv(value: float, digits: int) -> str:
 
 
 def _write(store: RunStore, config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
-           records: list[TaskRecord], backbone_params: int, seconds: list[float]) -> dict[str, Any]:
+           learner, seconds: list[float], peak_is_per_run: bool) -> dict[str, Any]:
+    records, backbone_params = learner.records, learner.backbone_parameters
     n = len(records)
     header = ["after_task"] + [f"task{j + 1}" for j in range(n)]
     for name, acc in {**{f"accuracy_matrix_{k}": v for k, v in accs.items()}, "routing_accuracy": routing}.items():
@@ -139,13 +147,12 @@ def _write(store: RunStore, config: RunConfig, bench: Benchmark, accs: dict[str,
     store.write_csv("ranks.csv", ["task", "layer", "rows", "cols", "proximity", "rank", "parameters"],
                     [[r.task, lr.layer, lr.shape[0], lr.shape[1], f"{lr.proximity:.6g}", lr.rank,
                       lr.rank * (lr.shape[0] + lr.shape[1])] for r in records for lr in r.ranks.values()])
-    counts = ["backbone", "adapter", "norm", "head", "total"]
-    store.write_csv("tasks.csv", ["task", "classes", "reference"] + [f"{k}_params" for k in counts]
-                    + ["percent_of_backbone", "train_loss", "val_accuracy", "seconds"],
-                    [[r.task, " ".join(map(str, r.classes)), r.reference] + [r.parameters[k] for k in counts]
-                     + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", _csv(r.train_loss, 6),
+    store.write_csv("tasks.csv", ["task", "classes", "reference"] + [f"{k}_params" for k in COUNT_KEYS]
+                    + ["percent_of_backbone", "state_numbers", "train_loss", "val_accuracy", "seconds"],
+                    [[r.task, " ".join(map(str, r.classes)), r.reference] + [r.parameters[k] for k in COUNT_KEYS]
+                     + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", r.state, _csv(r.train_loss, 6),
                         _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, seconds)])
-    result = _metrics_json(config, bench, accs, routing, records, backbone_params, seconds)
+    result = _metrics_json(config, bench, accs, routing, learner, seconds, peak_is_per_run)
     store.write_json("metrics.json", result)
     return result
 
@@ -188,6 +195,7 @@ def benchmark_for(config: RunConfig) -> Benchmark:
 
 def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None) -> RunResult:
     torch.manual_seed(config.seed)
+    peak_is_per_run = metrics.reset_peak_rss()
     bench = benchmark_for(config)
     directory = Path(config.out) if config.out else default_run_dir(config)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -196,7 +204,7 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
     store = RunStore(directory)
     config = dataclasses.replace(config, out=str(directory))
     store.write_text("config.yaml", save_config(config))
-    learner = METHODS[config.method](config, bench.image_shape)
+    learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
     n = len(bench.tasks)
     scenario = bench.spec.scenario
     correct = {SCENARIO: np.zeros((n, n), dtype=np.int64), scenario: np.zeros((n, n), dtype=np.int64)}
@@ -217,7 +225,9 @@ def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | 
         store.write_tensors(f"tasks/{task.name}.safetensors", learner.task_tensors(task.name), {"task": task.name})
         accs = {k: metrics.accuracy_matrix(c[: i + 1, : i + 1], totals[: i + 1]) for k, c in correct.items()}
         routing = metrics.accuracy_matrix(routed[: i + 1, : i + 1], totals[: i + 1])
-        result = _write(store, config, bench, accs, routing, learner.records, learner.backbone_parameters, seconds)
+        if not learner.identifies_tasks:
+            routing[:] = np.nan
+        result = _write(store, config, bench, accs, routing, learner, seconds, peak_is_per_run)
         if on_task is not None:
             on_task(learner.records[-1], accs[SCENARIO])
     return RunResult(directory, accs, routing, learner.records, result)

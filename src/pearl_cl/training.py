@@ -19,9 +19,11 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How to fit: ``epochs`` passes over the data in batches of ``batch_size``; ``lr`` is the
-    step size; ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2.
-    ``names`` are the config keys of ``epochs`` and ``lr``, used in error messages.
+    """How to fit: ``epochs`` passes over the data in batches of ``batch_size``, or exactly
+    ``iterations`` optimiser steps when that is set (passes repeat, each in a new random order;
+    the Split-MNIST protocol of the literature counts steps); ``lr`` is the step size;
+    ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2. ``names`` are the
+    config keys of ``epochs`` and ``lr``, used in error messages.
 
     Raises:
         ConfigError: a value out of range (names the config key).
@@ -34,12 +36,15 @@ class FitSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9
     names: tuple[str, str] = ("epochs", "lr")
+    iterations: int | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r} (train.optimizer); choose one of: {', '.join(OPTIMIZERS)}")
         if self.epochs < 1:
             raise ConfigError(f"{self.names[0]} must be >= 1, got {self.epochs}")
+        if self.iterations is not None and self.iterations < 1:
+            raise ConfigError(f"train.iterations must be >= 1 or null (count epochs), got {self.iterations}")
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -52,7 +57,8 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class FitStats:
-    """What a fit did: wall ``seconds`` and ``final_loss``, the mean loss of the last epoch."""
+    """What a fit did: wall ``seconds`` and ``final_loss``, the mean loss of the last pass over
+    the data (the last, possibly partial, pass when counting iterations)."""
 
     seconds: float
     final_loss: float
@@ -75,11 +81,16 @@ def fit(
     settings: FitSettings,
     seed: int,
     desc: str = "train",
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> FitStats:
     """Minimise cross-entropy of ``forward(x)`` against ``y`` over ``params`` only.
 
     ``module`` is put in train mode; ``forward`` maps ``(B, C, H, W)`` to ``(B, K)`` logits;
     ``y`` holds labels in ``[0, K)``. Batches are shuffled with a generator seeded by ``seed``.
+    ``extra_loss(xb, logits)``, when given, is added to the cross-entropy of each batch (a
+    regulariser or distillation term, see :mod:`pearl_cl.methods`); ``after_step()`` is called
+    after each optimiser step, with the step's gradients still in place.
 
     Raises:
         TrainingError: the loss became NaN or infinite (names the step and the fix).
@@ -90,27 +101,36 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     module.train()
     start = time.perf_counter()
-    steps, last_loss = 0, math.nan
-    total = settings.epochs * n_batches(len(y), settings.batch_size)
+    per_pass = n_batches(len(y), settings.batch_size)
+    total = settings.iterations or settings.epochs * per_pass
+    steps, last_loss, epoch = 0, math.nan, 0
     with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None) as bar:
-        for epoch in range(settings.epochs):
+        while steps < total:
+            epoch += 1
             loss_sum, count = 0.0, 0
             for xb, yb in iterate_batches(x, y, settings.batch_size, generator):
-                loss = nn.functional.cross_entropy(forward(xb), yb)
+                logits = forward(xb)
+                loss = nn.functional.cross_entropy(logits, yb)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(xb, logits)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
+                        f"{desc}: loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
                         f"lower {settings.names[1]} (now {settings.lr})"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 steps += 1
                 loss_sum += loss.item() * len(yb)
                 count += len(yb)
                 bar.update(1)
                 if steps % 20 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / count:.4f}")
+                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / count:.4f}")
+                if steps == total:
+                    break
             last_loss = loss_sum / count
     return FitStats(seconds=time.perf_counter() - start, final_loss=last_loss)
 

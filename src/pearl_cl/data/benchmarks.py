@@ -109,6 +109,11 @@ class Benchmark:
     image_shape: tuple[int, int, int]
     source: str
 
+    @property
+    def n_classes(self) -> int:
+        """Number of head units a single head needs: the largest global class id + 1."""
+        return max(max(t.classes) for t in self.tasks) + 1
+
 
 def _normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)

@@ -12,7 +12,6 @@ reference task.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 from peft import get_peft_model_state_dict
@@ -21,39 +20,12 @@ from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
 from pearl_cl.backbones import adaptable_layers, build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.metrics import task_accuracy
+from pearl_cl.methods.branches import TaskBranches
+from pearl_cl.methods.record import TaskRecord, parameter_counts
 from pearl_cl.model import ContinualModel
 from pearl_cl.probe import run_probe
-from pearl_cl.rank import LayerRank, allocate_ranks
-from pearl_cl.routing import TaskStatistics, route, task_statistics
-from pearl_cl.training import FitStats, count_correct, fit
-
-
-@dataclass
-class TaskRecord:
-    """What learning one task produced (a row of the run's task table).
-
-    Attributes:
-        task: task name (``"task1"``…); ``classes``: its global class ids.
-        reference: True for the reference task (all weights trained).
-        ranks: layer → :class:`~pearl_cl.rank.LayerRank` (empty for the reference task).
-        parameters: parameter counts the task owns, keys ``backbone`` (W_ref, reference task
-            only), ``adapter`` (LoRA factors), ``norm`` (BatchNorm weight and bias; the running
-            mean and variance are stored too but are statistics, not parameters), ``head`` and
-            ``total``.
-        seconds: wall time in seconds, keys ``probe``, ``rank``, ``train``.
-        train_loss: mean training cross-entropy of the last epoch.
-        val_accuracy: accuracy (%) on the task's validation split after training.
-    """
-
-    task: str
-    classes: tuple[int, ...]
-    reference: bool
-    ranks: dict[str, LayerRank] = field(default_factory=dict)
-    parameters: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    train_loss: float = float("nan")
-    val_accuracy: float = float("nan")
+from pearl_cl.rank import RankRule, allocate_ranks
+from pearl_cl.training import FitStats, fit
 
 
 def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
@@ -62,30 +34,36 @@ def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
 
 def _parameter_counts(params: dict[str, torch.nn.Parameter]) -> dict[str, int]:
     """Split the names of :func:`~pearl_cl.adapters.task_parameters` into the TaskRecord keys."""
-    counts = {"adapter": _count(params, ".lora_"), "norm": _count(params, ".modules_to_save."),
-              "head": _count(params, "heads.")}
-    counts["backbone"] = sum(p.numel() for p in params.values()) - sum(counts.values())
-    counts["total"] = sum(counts.values())
-    return counts
+    adapter, norm, head = _count(params, ".lora_"), _count(params, ".modules_to_save."), _count(params, "heads.")
+    backbone = sum(p.numel() for p in params.values()) - adapter - norm - head
+    return parameter_counts(backbone, adapter, norm, head)
 
 
-class Pearl:
+class Pearl(TaskBranches):
     """The PEARL learner: ``learn(task, seed)`` one task at a time, then evaluate any task seen.
+
+    Every method in :data:`pearl_cl.methods.METHODS` has this interface: ``learn``,
+    ``count_correct`` (Task-IL), ``route`` (no task label), ``task_tensors``, ``records``,
+    ``backbone_parameters`` and ``identifies_tasks``.
 
     Args:
         config: the run config (``backbone``, ``train``, ``pearl`` sections are used).
         image_shape: ``(C, H, W)`` of the benchmark's images.
+        n_classes: number of classes in the benchmark (unused: every task has its own head).
 
     Raises:
         ConfigError: invalid rank-rule knobs or backbone.
     """
 
-    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int]) -> None:
-        self.config = config
-        self.rule = config.pearl.to_rank_rule()
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
+        super().__init__(config)
+        self.rule = self.rank_rule(config)
         self.model = ContinualModel(build_backbone(config.backbone.name, image_shape, config.backbone.width))
-        self.records: list[TaskRecord] = []
-        self.statistics: dict[str, TaskStatistics] = {}
+
+    @staticmethod
+    def rank_rule(config: RunConfig) -> RankRule:
+        """The rank rule the ``pearl`` knobs describe (the fixed-rank LoRA baseline overrides it)."""
+        return config.pearl.to_rank_rule()
 
     @property
     def backbone_parameters(self) -> int:
@@ -105,12 +83,7 @@ class Pearl:
             record = self._learn_reference(task, seed)
         else:
             record = self._learn_adapter(task, seed)
-        if len(task.val_y):
-            record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
-        self.statistics[task.name] = task_statistics(self.model, task.name, len(task.classes), task.train_x, task.train_y,
-                                                     task.val_x, self.config.routing.shrinkage)
-        self.records.append(record)
-        return record
+        return self.finish_task(task, record)
 
     def _fit(self, task: TaskData, epochs: str, lr: str, seed: int, phase: str) -> tuple[dict, FitStats]:
         """Train task ``task``'s own parameters; ``epochs`` and ``lr`` are config keys."""
@@ -131,7 +104,7 @@ class Pearl:
         cfg = self.config.pearl
         start = time.perf_counter()
         reference = reference_copy(self.model)
-        deltas = run_probe(cfg.probe, reference, task, self.config.fit_settings("pearl.probe_epochs", "train.lr"), seed)
+        deltas = run_probe(cfg.probe, reference, task, self.config.fit_settings("pearl.probe_epochs", "train.lr", iterations=False), seed)
         probed = time.perf_counter()
         weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
         ranks = allocate_ranks(deltas, weights, self.rule)
@@ -141,19 +114,6 @@ class Pearl:
         params, stats = self._fit(task, "train.epochs", "train.adapter_lr", seed, "adapter")
         return TaskRecord(task.name, task.classes, False, ranks, _parameter_counts(params),
                           {"probe": probed - start, "rank": ranked - probed, "train": stats.seconds}, stats.final_loss)
-
-    def count_correct(self, task: str, x: torch.Tensor, y: torch.Tensor) -> int:
-        """Task-IL: correct predictions of task ``task``'s branch on ``x`` ``(N, C, H, W)``, ``y`` ``(N,)``."""
-        return count_correct(self.model, lambda xb: self.model(xb, task), x, y)
-
-    def route(self, x: torch.Tensor, true_task: torch.Tensor | None = None, router: str | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-/domain-IL: ``(N,)`` predicted global classes and ``(N,)`` chosen task indices
-        (in learning order) for ``x`` ``(N, C, H, W)``, choosing among every task learned so far
-        with ``router`` (default ``routing.router``); see :func:`pearl_cl.routing.route`."""
-        tasks = [r.task for r in self.records]
-        return route(self.model, x, tasks, [r.classes for r in self.records], [self.statistics[t] for t in tasks],
-                     router or self.config.routing.router, self.config.routing.shrinkage, true_task)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """Every tensor that belongs to task ``task``, for its safetensors file.

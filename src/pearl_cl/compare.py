@@ -1,0 +1,211 @@
+"""Run several methods on one benchmark over several seeds, one after another in this process,
+and tabulate them (our design; the command ``pearl-cl compare``).
+
+Every run is an ordinary :func:`pearl_cl.runner.run` with the same config except ``method``,
+``seed`` and ``out``, so all methods see the same benchmark, backbone, data order and seeds.
+Method names are the keys of :data:`pearl_cl.methods.METHODS`, plus ``lora-rK`` (fixed-rank
+LoRA at rank K) and ``lora-matched``: fixed-rank LoRA at the rank whose adapter parameters come
+closest to what PEARL added per task in the same seed (:func:`pearl_cl.rank.matched_fixed_rank`,
+at least rank 1; norm and head parameters are the same for both).
+
+The comparison directory holds ``runs/<label>-seed<k>/`` (one run directory each),
+``compare_runs.csv`` (one row per run), ``compare.csv`` (mean and standard deviation per method)
+and ``compare.json`` (both), rewritten atomically after every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pearl_cl.config import RunConfig
+from pearl_cl.errors import ConfigError, PearlError
+from pearl_cl.methods import METHODS
+from pearl_cl.rank import matched_fixed_rank
+from pearl_cl.runner import SCENARIO, RunResult, check, run
+from pearl_cl.store import RunStore
+
+ALL_METHODS = "finetune,joint,ewc,si,lwf,separate,lora-r1,lora-r4,lora-r16,pearl,lora-matched"
+MATCHED = "lora-matched"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the comparison: its ``label``, the ``method`` it runs, and for fixed-rank
+    LoRA its ``rank`` (None: ``pearl.fixed_rank``, or the matched rank when ``matched``)."""
+
+    label: str
+    method: str
+    rank: int | None = None
+    matched: bool = False
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    """``"finetune,lora-r4,pearl,lora-matched"`` → specs, in the given order.
+
+    Raises:
+        ConfigError: an unknown or repeated name, an empty list, or ``lora-matched`` without a
+            ``pearl`` before it.
+    """
+    labels = [part.strip() for part in text.split(",") if part.strip()]
+    if not labels:
+        raise ConfigError(f"--methods is empty; give a comma-separated list, e.g. --methods {ALL_METHODS}")
+    specs = []
+    for label in labels:
+        if label in [s.label for s in specs]:
+            raise ConfigError(f"--methods names {label!r} twice")
+        fixed = re.fullmatch(r"lora-r(\d+)", label)
+        if label in METHODS:
+            specs.append(MethodSpec(label, label))
+        elif fixed and int(fixed.group(1)) >= 1:
+            specs.append(MethodSpec(label, "lora", int(fixed.group(1))))
+        elif label == MATCHED:
+            if "pearl" not in [s.label for s in specs]:
+                raise ConfigError(f"{MATCHED} matches PEARL's parameters: list pearl before it in --methods")
+            specs.append(MethodSpec(label, "lora", matched=True))
+        else:
+            raise ConfigError(f"unknown method {label!r} in --methods; choose from: {', '.join(METHODS)}, "
+                              f"lora-rK (K >= 1), {MATCHED}")
+    return specs
+
+
+def adapter_budget(result: RunResult) -> tuple[list[tuple[int, int]], float]:
+    """From a PEARL run: the adaptable layers' matrix shapes and the mean LoRA parameters it
+    added per adapter task (0 when it learned only the reference task)."""
+    later = [r for r in result.records if not r.reference]
+    if not later:
+        return [], 0.0
+    shapes = [lr.shape for lr in later[0].ranks.values()]
+    return shapes, float(np.mean([r.parameters["adapter"] for r in later]))
+
+
+def run_row(label: str, result: RunResult, rank: int | None) -> dict[str, Any]:
+    """The numbers one run contributes to the comparison (units in the key names)."""
+    m = result.metrics
+    routed = next(name for name in m["scenarios"] if name != SCENARIO)
+    row: dict[str, Any] = {"method": label, "seed": m["seed"], "rank": rank, "scenario": routed}
+    for name, key in ((SCENARIO, "task_il"), (routed, "routed")):
+        s = m["scenarios"][name]
+        row.update({f"{key}_accuracy_pct": s["average_accuracy"], f"{key}_forgetting_pp": s["forgetting"],
+                    f"{key}_bwt_pp": s["bwt"]})
+    added = m["parameters_added_after_reference"]
+    row.update({
+        "routing_accuracy_pct": m["routing"]["accuracy"],
+        "params_added": added["count"],
+        "params_added_pct_of_backbone": added["percent_of_backbone"],
+        "state_numbers": max(m["state_numbers"]["per_task"].values(), default=0),
+        "peak_memory_mib": m["peak_memory_bytes"] / 2**20,
+        "seconds": sum(t["total"] for t in m["seconds_per_task"]),
+        "run_directory": str(result.directory),
+    })
+    return row
+
+
+NUMERIC = ("task_il_accuracy_pct", "routed_accuracy_pct", "task_il_forgetting_pp", "routed_forgetting_pp", "task_il_bwt_pp",
+           "routed_bwt_pp", "routing_accuracy_pct", "params_added", "params_added_pct_of_backbone", "state_numbers",
+           "peak_memory_mib", "seconds")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method (in first-seen order): ``seeds``, the ranks used, and the mean and sample
+    standard deviation (ddof 1; 0 for one seed) of every :data:`NUMERIC` column, as
+    ``<column>_mean`` and ``<column>_std`` (None where a column is undefined, e.g. routing for a
+    single-head method)."""
+    out = []
+    for label in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == label]
+        entry: dict[str, Any] = {"method": label, "seeds": len(group), "scenario": group[0]["scenario"],
+                                 "ranks": sorted({r["rank"] for r in group if r["rank"] is not None})}
+        for column in NUMERIC:
+            values = [r[column] for r in group if r[column] is not None]
+            entry[f"{column}_mean"] = float(np.mean(values)) if values else None
+            entry[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+        out.append(entry)
+    return out
+
+
+@dataclass
+class Comparison:
+    """A finished comparison: its directory, one row per run, one aggregated row per method."""
+
+    directory: Path
+    runs: list[dict[str, Any]]
+    methods: list[dict[str, Any]]
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _write(store: RunStore, runs: list[dict[str, Any]], methods: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    for name, rows in (("compare_runs.csv", runs), ("compare.csv", methods)):
+        header = list(rows[0])
+        store.write_csv(name, header, [[_cell(r[k]) for k in header] for r in rows])
+    store.write_json("compare.json", {"settings": settings, "methods": methods, "runs": runs})
+
+
+def default_compare_dir(benchmark: str) -> Path:
+    """``runs/compare-<benchmark>-<YYYYmmdd-HHMMSS>``."""
+    return Path("runs") / f"compare-{benchmark}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str | Path | None = None,
+            on_run: Callable[[dict[str, Any]], None] | None = None) -> Comparison:
+    """Run every spec for every seed (seed-major order) and write the comparison directory.
+
+    ``base`` is the config every run starts from; ``on_run(row)`` is called after each run.
+
+    Raises:
+        ConfigError: invalid ``base``, specs or seeds (before anything runs).
+        PearlError: ``out`` exists and is not empty; any error a run raises (the rows of the
+            runs finished before it stay written).
+    """
+    if not seeds:
+        raise ConfigError("--seeds must be >= 1")
+    for spec in specs:
+        check(_with(base, method=spec.method))
+    directory = Path(out) if out else default_compare_dir(base.benchmark)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
+    store = RunStore(directory)
+    settings = {"benchmark": base.benchmark, "methods": [s.label for s in specs], "seeds": seeds, "config": base.to_dict()}
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        budget: tuple[list[tuple[int, int]], float] | None = None
+        for spec in specs:
+            rank = spec.rank
+            if spec.matched:
+                shapes, per_task = budget if budget is not None else ([], 0.0)
+                rank = matched_fixed_rank(shapes, per_task) if shapes else 1
+            config = _with(base, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
+            if rank is not None:
+                config.pearl.fixed_rank = rank
+            result = run(config)
+            if spec.method == "pearl":
+                budget = adapter_budget(result)
+            rows.append(run_row(spec.label, result, rank))
+            _write(store, rows, aggregate(rows), settings)
+            if on_run is not None:
+                on_run(rows[-1])
+    return Comparison(directory, rows, aggregate(rows))
+
+
+def _with(config: RunConfig, **values: Any) -> RunConfig:
+    """A deep copy of ``config`` with top-level fields replaced."""
+    new = copy.deepcopy(config)
+    for key, value in values.items():
+        setattr(new, key, value)
+    return new

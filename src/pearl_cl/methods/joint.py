@@ -1,0 +1,36 @@
+"""Joint: train on the data of every task seen so far at once — the upper bound.
+
+Source: the "Offline" upper bound of van de Ven & Tolias, "Three scenarios for continual
+learning" (2019): at task t the network keeps training, with the same budget per task as the
+sequential methods, on the union of tasks 1..t. It stores every image it has seen, so it is
+neither rehearsal-free nor a continual learner; it shows what the network could reach.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.methods.single_head import SingleHead
+
+
+class Joint(SingleHead):
+    """The expanding-head network trained on all data seen so far after every new task."""
+
+    name = "joint"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.images: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tasks 1..t's training images ``(ΣN, C, H, W)`` and global class ids ``(ΣN,)``."""
+        x, y = super().training_data(task)
+        self.images.append(x)
+        self.labels.append(y)
+        return torch.cat(self.images), torch.cat(self.labels)
+
+    def state_numbers(self) -> int:
+        """Every stored pixel and label."""
+        return sum(x.numel() for x in self.images) + sum(len(y) for y in self.labels)

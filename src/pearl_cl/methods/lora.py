@@ -1,0 +1,29 @@
+"""LoRA (fixed rank): the PEARL pipeline with one rank for every layer of every task.
+
+Source: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022), used as
+PEARL's own baseline (Bhat et al., arXiv 2505.11998): the same reference task, probe, adapter
+initialisation (``pearl.init``), per-task BatchNorm and head as :class:`~pearl_cl.methods.pearl.Pearl`,
+so that the rank rule is the only difference. Every adaptable layer gets rank
+``pearl.fixed_rank``, bounded only by the layer's own shape (``pearl.rank_rule``, ``r_min`` and
+``r_max`` are not used).
+"""
+
+from __future__ import annotations
+
+from pearl_cl.config import RunConfig
+from pearl_cl.methods.pearl import Pearl
+from pearl_cl.rank import RankRule
+
+
+class FixedRankLoRA(Pearl):
+    """PEARL with the ``fixed`` rank rule at rank ``pearl.fixed_rank`` for every layer."""
+
+    @staticmethod
+    def rank_rule(config: RunConfig) -> RankRule:
+        """``fixed`` at ``pearl.fixed_rank``, clipped by the layer shapes only.
+
+        Raises:
+            ConfigError: ``pearl.fixed_rank`` < 1.
+        """
+        rank = config.pearl.fixed_rank
+        return RankRule("fixed", r_min=0, r_max=max(rank, 1), fixed_rank=rank)

@@ -1,0 +1,55 @@
+"""LwF (Learning without Forgetting): distil the previous network's answers on the new task's
+images into the units of the earlier classes.
+
+Source: Li & Hoiem, "Learning without Forgetting" (ECCV 2016; TPAMI 2018), in the single-head
+form of van de Ven & Tolias (2019): after each task a frozen copy of the network is kept; while
+learning task t the loss gains α·T²·KL(softmax(z_old/T) ‖ softmax(z/T)) over the units active
+before task t, z_old from the frozen copy (eval mode) and z from the network being trained.
+Knobs: ``baselines.lwf_temperature`` (T), ``lwf_alpha`` (α).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.methods.single_head import SingleHead
+
+
+class LwF(SingleHead):
+    """Learning without Forgetting on the expanding-head network."""
+
+    name = "lwf"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.previous: nn.Module | None = None
+        self.previous_units = torch.zeros(0, dtype=torch.long)
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, K_old)`` soft targets of the frozen previous network at
+        temperature T over the units active before the current task."""
+        logits = self.previous(x)[:, self.previous_units]
+        return torch.softmax(logits / self.config.baselines.lwf_temperature, dim=1)
+
+    def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """α·T²·KL(targets ‖ current) over the earlier units (the first ``K_old`` active units); 0
+        on the first task."""
+        if self.previous is None:
+            return logits.new_zeros(())
+        t = self.config.baselines.lwf_temperature
+        current = torch.log_softmax(logits[:, : len(self.previous_units)] / t, dim=1)
+        kl = nn.functional.kl_div(current, self.targets(xb), reduction="batchmean")
+        return self.config.baselines.lwf_alpha * t * t * kl
+
+    def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
+        """Freeze a copy of the network and remember the units active now."""
+        self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.previous_units = self._units()
+
+    def state_numbers(self) -> int:
+        return 0 if self.previous is None else sum(p.numel() for p in self.previous.parameters())

@@ -1,0 +1,91 @@
+"""Separate networks: one whole backbone and head per task, each trained from scratch.
+
+Source: the "separate networks" baseline of the task-incremental literature (e.g. van de Ven &
+Tolias, "Three scenarios for continual learning", 2019; Rusu et al., "Progressive Neural
+Networks", 2016, without the lateral connections): no forgetting and no transfer, at the cost
+of a full backbone per task. Without task labels it routes like PEARL (:mod:`pearl_cl.routing`),
+the first task's network serving as the reference branch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pearl_cl.backbones import build_backbone
+from pearl_cl.config import RunConfig
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.methods.branches import TaskBranches
+from pearl_cl.methods.record import TaskRecord, parameter_counts
+from pearl_cl.training import fit
+
+
+class SeparateModel(nn.Module):
+    """One backbone (``nets[task]``) and one head (``heads[task]``) per task.
+
+    ``forward(x, task)`` maps ``(N, C, H, W)`` to ``(N, n_classes(task))`` logits through task
+    ``task``'s own network; ``reference_task`` names the first task's network.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.reference_task = ""
+
+    def features(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, feature_dim)`` through task ``task``'s network."""
+        return self.nets[task](x)
+
+    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        return self.heads[task](self.features(x, task))
+
+
+class SeparateNetworks(TaskBranches):
+    """Learn each task with a fresh backbone and head (the first task: ``train.reference_epochs``).
+
+    Args:
+        config: the run config (``backbone``, ``train``, ``routing`` sections are used).
+        image_shape: ``(C, H, W)`` of the benchmark's images.
+        n_classes: number of classes in the benchmark (unused: every task has its own head).
+    """
+
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
+        super().__init__(config)
+        self.image_shape = image_shape
+        self.model = SeparateModel()
+
+    @property
+    def backbone_parameters(self) -> int:
+        """Parameter count of one backbone, without its head."""
+        return sum(p.numel() for p in next(iter(self.model.nets.values())).parameters())
+
+    def learn(self, task: TaskData, seed: int) -> TaskRecord:
+        """Train a new network and head on ``task`` alone. Returns its record.
+
+        Raises:
+            TrainingError: the loss became NaN or infinite.
+        """
+        torch.manual_seed(seed)
+        first = not self.records
+        net = build_backbone(self.config.backbone.name, self.image_shape, self.config.backbone.width)
+        head = nn.Linear(net.feature_dim, len(task.classes))
+        self.model.nets[task.name], self.model.heads[task.name] = net, head
+        if first:
+            self.model.reference_task = task.name
+        keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
+        stats = fit(self.model, lambda xb: self.model(xb, task.name), [*net.parameters(), *head.parameters()],
+                    task.train_x, task.train_y, self.config.fit_settings(*keys), seed, desc=f"{task.name} separate")
+        net.requires_grad_(False)
+        head.requires_grad_(False)
+        counts = parameter_counts(backbone=sum(p.numel() for p in net.parameters()),
+                                  head=sum(p.numel() for p in head.parameters()))
+        record = TaskRecord(task.name, task.classes, first, {}, counts, {"probe": 0.0, "rank": 0.0, "train": stats.seconds},
+                            stats.final_loss)
+        return self.finish_task(task, record)
+
+    def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
+        """Task ``task``'s network (``backbone.*``), head (``head.*``) and router statistics (``router.*``)."""
+        return {**{f"backbone.{k}": v for k, v in self.model.nets[task].state_dict().items()},
+                **{f"head.{k}": v for k, v in self.model.heads[task].state_dict().items()},
+                **self.statistics[task].to_tensors()}

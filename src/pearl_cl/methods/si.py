@@ -1,0 +1,71 @@
+"""SI (Synaptic Intelligence): a quadratic penalty weighted by each weight's contribution to the
+drop in loss along its training path.
+
+Source: Zenke, Poole & Ganguli, "Continual Learning Through Synaptic Intelligence" (ICML 2017).
+During a task, ω_k += −g_k·Δθ_k at every optimiser step (g the gradient of that step's loss,
+Δθ the step's change). At the task's end Ω_k += ω_k / ((θ_k − θ_k^start)² + ξ), θ* ← θ, ω ← 0;
+later tasks add c·Σ_k Ω_k (θ_k − θ*_k)² to the loss. Negative Ω (a weight that moved uphill) is
+clipped to 0 (our choice: a negative importance would reward leaving the anchor). Knobs:
+``baselines.si_c``, ``si_xi``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.methods.single_head import SingleHead, quadratic_penalty
+
+
+class SI(SingleHead):
+    """Synaptic Intelligence on the expanding-head network."""
+
+    name = "si"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.importance: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+        self._path: dict[str, torch.Tensor] = {}
+        self._start: dict[str, torch.Tensor] = {}
+        self._previous: dict[str, torch.Tensor] = {}
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.named_parameters()}
+
+    def penalty(self) -> torch.Tensor:
+        """c·Σ Ω (θ − θ*)², a scalar; 0 before the first task ends."""
+        return self.config.baselines.si_c * quadratic_penalty(self.net, self.importance, self.anchor)
+
+    def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.penalty()
+
+    def begin_task(self, task: TaskData) -> None:
+        self._start = self._weights()
+        self._previous = self._weights()
+        self._path = {k: torch.zeros_like(v) for k, v in self._start.items()}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """ω += −g·Δθ for the step just taken."""
+        for name, p in self.net.named_parameters():
+            if p.grad is not None:
+                self._path[name] -= p.grad * (p - self._previous[name])
+            self._previous[name].copy_(p)
+
+    def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
+        """Ω += max(ω, 0) / ((θ − θ_start)² + ξ); θ* ← θ."""
+        xi = self.config.baselines.si_xi
+        end = self._weights()
+        for name, w in self._path.items():
+            omega = w.clamp_min(0) / ((end[name] - self._start[name]) ** 2 + xi)
+            self.importance[name] = self.importance.get(name, torch.zeros_like(omega)) + omega
+        self.anchor = end
+        self._path, self._start, self._previous = {}, {}, {}
+
+    def state_numbers(self) -> int:
+        return sum(v.numel() for v in self.importance.values()) + sum(v.numel() for v in self.anchor.values())
+
+    def method_tensors(self) -> dict[str, torch.Tensor]:
+        return {**{f"si.importance.{k}": v for k, v in self.importance.items()},
+                **{f"si.anchor.{k}": v for k, v in self.anchor.items()}}

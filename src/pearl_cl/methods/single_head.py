@@ -1,0 +1,173 @@
+"""Methods with one shared network and one expanding head: Fine-tune, Joint, EWC, SI, LwF.
+
+Source: the single-headed set-up of van de Ven & Tolias, "Three scenarios for continual
+learning" (2019) and Hsu et al., "Re-evaluating Continual Learning Scenarios" (2018). The head
+has one output unit per class of the benchmark; the units of the classes seen so far are
+*active*, and training uses a softmax over the active units only, so the head expands by the
+new classes' units with every task. Class-IL (and domain-IL) predicts the arg-max over all
+active units; Task-IL masks the head to the task's own classes. For a domain-IL benchmark every
+task shares the same units, so Task-IL and domain-IL predictions coincide and there is no task
+to identify.
+
+Subclasses change the training data (:meth:`SingleHead.training_data`), add a term to the loss
+(``extra_loss(xb, logits)``), watch every optimiser step (``after_step()``) or act before and
+after each task (:meth:`SingleHead.begin_task`, :meth:`SingleHead.end_task`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pearl_cl.backbones import build_backbone
+from pearl_cl.config import RunConfig
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.methods.record import TaskRecord, parameter_counts
+from pearl_cl.metrics import task_accuracy
+from pearl_cl.training import count_correct, fit
+
+EVAL_BATCH = 512
+
+
+def quadratic_penalty(net: nn.Module, importance: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_k importance_k·(θ_k − anchor_k)² over ``net``'s parameters named in ``importance`` (a
+    scalar; 0 when it is empty) — the form of EWC's and SI's penalties."""
+    total = torch.zeros(())
+    for name, p in net.named_parameters():
+        if name in importance:
+            total = total + (importance[name] * (p - anchor[name]) ** 2).sum()
+    return total
+
+
+class Classifier(nn.Module):
+    """A backbone and one Linear head over all ``n_classes`` classes: ``(N, C, H, W)`` →
+    ``(N, n_classes)`` logits (unit ``k`` is global class ``k``)."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class SingleHead:
+    """The shared base: train the whole network on each task in turn with the expanding head.
+
+    Alone it is Fine-tune (:class:`~pearl_cl.methods.finetune.Finetune`); the other single-head
+    methods change its hooks. Interface as :class:`~pearl_cl.methods.pearl.Pearl`.
+
+    Args:
+        config: the run config (``backbone``, ``train``, ``baselines`` sections are used).
+        image_shape: ``(C, H, W)`` of the benchmark's images.
+        n_classes: number of head units: one per global class id of the benchmark.
+    """
+
+    name = "single-head"
+    router_name = "none (arg-max over one head)"
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    after_step: Callable[[], None] | None = None
+
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> None:
+        self.config = config
+        self.net = Classifier(build_backbone(config.backbone.name, image_shape, config.backbone.width), n_classes)
+        self.records: list[TaskRecord] = []
+        self.active: list[int] = []  # global class of each active head unit, in the order first seen
+        self.task_classes: dict[str, tuple[int, ...]] = {}
+        self.identifies_tasks = True  # False once two tasks share a class (domain-IL)
+
+    @property
+    def backbone_parameters(self) -> int:
+        """Parameter count of the backbone, without the head."""
+        return sum(p.numel() for p in self.net.backbone.parameters())
+
+    def _units(self) -> torch.Tensor:
+        return torch.tensor(self.active)
+
+    def active_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, len(active))`` logits of the active units, in their order."""
+        return self.net(x)[:, self._units()]
+
+    def unit_targets(self, global_labels: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` global class ids → ``(N,)`` positions among the active units."""
+        lookup = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
+        lookup[self._units()] = torch.arange(len(self.active))
+        return lookup[global_labels]
+
+    def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, C, H, W)`` images and ``(N,)`` global class ids to train on for ``task``."""
+        return task.train_x, torch.tensor(task.classes)[task.train_y]
+
+    def begin_task(self, task: TaskData) -> None:
+        """Called before training on ``task`` (after its units are activated)."""
+
+    def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
+        """Called after training on ``task`` with the images and unit targets trained on."""
+
+    def state_numbers(self) -> int:
+        """Numbers kept between tasks besides parameters (see :attr:`TaskRecord.state`)."""
+        return 0
+
+    def method_tensors(self) -> dict[str, torch.Tensor]:
+        """The method's own state (Fisher, importances, …) for the task file."""
+        return {}
+
+    def learn(self, task: TaskData, seed: int) -> TaskRecord:
+        """Activate ``task``'s classes and train the whole network on :meth:`training_data`.
+
+        The first task uses ``train.reference_epochs``, later ones ``train.epochs`` (or
+        ``train.iterations`` for both); the step size is ``train.lr``.
+
+        Raises:
+            TrainingError: the loss became NaN or infinite.
+        """
+        torch.manual_seed(seed)
+        first = not self.records
+        new = [c for c in task.classes if c not in self.active]
+        if len(new) < len(task.classes):
+            self.identifies_tasks = False
+        self.active += new
+        self.task_classes[task.name] = task.classes
+        self.begin_task(task)
+        x, labels = self.training_data(task)
+        targets = self.unit_targets(labels)
+        keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
+        stats = fit(self.net, self.active_logits, self.net.parameters(), x, targets, self.config.fit_settings(*keys), seed,
+                    desc=f"{task.name} {self.name}", extra_loss=self.extra_loss, after_step=self.after_step)
+        self.end_task(task, x, targets)
+        counts = parameter_counts(backbone=self.backbone_parameters if first else 0,
+                                  head=len(new) * (self.net.head.in_features + 1))
+        record = TaskRecord(task.name, task.classes, first, {}, counts, {"probe": 0.0, "rank": 0.0, "train": stats.seconds},
+                            stats.final_loss, state=self.state_numbers())
+        if len(task.val_y):
+            record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
+        self.records.append(record)
+        return record
+
+    def count_correct(self, task: str, x: torch.Tensor, y: torch.Tensor) -> int:
+        """Task-IL: the head masked to task ``task``'s classes; ``y`` ``(N,)`` local labels."""
+        units = torch.tensor(self.task_classes[task])
+        return count_correct(self.net, lambda xb: self.net(xb)[:, units], x, y)
+
+    @torch.no_grad()
+    def route(self, x: torch.Tensor, true_task: torch.Tensor | None = None, router: str | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-/domain-IL: ``(N,)`` arg-max global class over the active units, and ``(N,)``
+        the index of the task that class belongs to (−1 when tasks share classes). ``true_task``
+        and ``router`` are ignored: one head needs no router."""
+        self.net.eval()
+        units = self._units()
+        pred = torch.cat([units[self.active_logits(x[s : s + EVAL_BATCH]).argmax(1)] for s in range(0, len(x), EVAL_BATCH)])
+        owner = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
+        if self.identifies_tasks:
+            for t, record in enumerate(self.records):
+                owner[list(record.classes)] = t
+        return pred, owner[pred]
+
+    def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
+        """The whole network after task ``task`` (``model.*``: backbone and head) and the
+        method's own state."""
+        return {**{f"model.{k}": v for k, v in self.net.state_dict().items()}, **self.method_tensors()}

@@ -1,0 +1,132 @@
+"""The baselines on real MNIST subsets: each learns, Joint bounds them, and their regularisers
+behave as their papers define them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import small_config
+from pearl_cl.config import load_config
+from pearl_cl.methods import EWC, METHODS, SI, LwF
+from pearl_cl.methods.ewc import fisher_diagonal
+from pearl_cl.runner import run
+
+
+def _config(**values):
+    base = dict(backbone__name="mlp", backbone__width=0.25, train__batch_size=32, train__epochs=2,
+                train__reference_epochs=2, pearl__r_max=4, pearl__epsilon=0.05)
+    base.update(values)
+    return load_config(**base)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_learns_two_tasks_and_evaluates_both(name, small_tasks):
+    learner = METHODS[name](_config(method=name), (1, 28, 28), 10)
+    for task in small_tasks[:2]:
+        learner.learn(task, seed=task.index)
+    for task in small_tasks[:2]:
+        correct = learner.count_correct(task.name, task.test_x, task.test_y)
+        assert correct / len(task.test_y) > 0.8, (name, task.name, correct)  # two MNIST digits: chance is 0.5
+        pred, chosen = learner.route(task.test_x, true_task=torch.full((len(task.test_y),), task.index))
+        assert set(pred.tolist()) <= {0, 1, 2, 3}
+        assert chosen.shape == pred.shape
+    assert (pred == task.test_labels).float().mean() > 0.5  # the last task, without its label (even Fine-tune)
+    assert [r.task for r in learner.records] == ["task1", "task2"]
+    assert learner.records[0].parameters["total"] >= learner.backbone_parameters
+    tensors = learner.task_tensors("task2")
+    assert tensors and all(torch.isfinite(t.float()).all() for t in tensors.values())
+
+
+def test_joint_beats_every_sequential_method_and_finetune_forgets(tmp_path):
+    """Class-IL on Split-MNIST, 600 real images per task: the upper bound is above the single-head
+    sequential methods, and Fine-tune loses the earlier tasks."""
+    results = {}
+    for name in ("joint", "finetune", "ewc", "si", "lwf"):
+        config = small_config(tmp_path, out=str(tmp_path / name), method=name, backbone__name="mlp", backbone__width=0.5,
+                              data__train_per_task=600, data__test_per_task=200, train__epochs=3, train__reference_epochs=3)
+        results[name] = run(config).metrics["scenarios"]["class-il"]
+    joint = results["joint"]["average_accuracy"]
+    assert joint > 80.0
+    for name in ("finetune", "ewc", "si", "lwf"):
+        assert joint > results[name]["average_accuracy"] + 10.0, (name, results)
+    assert results["finetune"]["forgetting"] > 50.0
+    assert results["finetune"]["average_accuracy"] < 40.0
+
+
+def _learned(cls, task, **values):
+    learner = cls(_config(**values), (1, 28, 28), 10)
+    learner.learn(task, seed=0)
+    return learner
+
+
+def _nudge(net: torch.nn.Module, scale: float = 0.01) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+
+
+@pytest.mark.parametrize("cls", [EWC, SI])
+def test_penalty_is_zero_at_the_anchor_and_positive_away(cls, small_tasks):
+    learner = _learned(cls, small_tasks[0])
+    assert learner.penalty().item() == 0.0
+    _nudge(learner.net)
+    assert learner.penalty().item() > 0.0
+
+
+def test_penalties_are_zero_before_any_task(small_tasks):
+    for cls in (EWC, SI):
+        learner = cls(_config(), (1, 28, 28), 10)
+        assert learner.penalty().item() == 0.0
+
+
+def test_fisher_matches_one_image_at_a_time(small_tasks):
+    learner = _learned(EWC, small_tasks[0])
+    x = small_tasks[0].train_x[:6]
+    units = torch.tensor([0, 1])
+    fisher = fisher_diagonal(learner.net, x, units)
+    expected = {k: torch.zeros_like(v) for k, v in learner.net.named_parameters()}
+    for image in x:
+        learner.net.zero_grad()
+        logp = torch.log_softmax(learner.net(image[None])[:, units], dim=1)
+        (-logp.max()).backward()
+        for k, p in learner.net.named_parameters():
+            expected[k] += p.grad**2 / len(x)
+    for k in expected:
+        torch.testing.assert_close(fisher[k], expected[k], rtol=1e-4, atol=1e-10)
+    assert sum(float(v.sum()) for v in fisher.values()) > 0
+
+
+def test_online_fisher_decays_by_gamma(small_tasks):
+    learner = _learned(EWC, small_tasks[0], baselines__ewc_gamma=0.5, baselines__fisher_samples=50)
+    first = {k: v.clone() for k, v in learner.fisher.items()}
+    learner.learn(small_tasks[1], seed=1)
+    new = fisher_diagonal(learner.net, small_tasks[1].train_x[:50], torch.tensor([0, 1, 2, 3]))
+    for k in first:
+        torch.testing.assert_close(learner.fisher[k], 0.5 * first[k] + new[k])
+
+
+def test_si_importance_is_nonnegative_and_grows_across_tasks(small_tasks):
+    learner = _learned(SI, small_tasks[0])
+    first = {k: v.clone() for k, v in learner.importance.items()}
+    assert all((v >= 0).all() for v in first.values()) and sum(float(v.sum()) for v in first.values()) > 0
+    learner.learn(small_tasks[1], seed=1)
+    assert all((learner.importance[k] >= first[k]).all() for k in first)
+
+
+def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
+    learner = _learned(LwF, small_tasks[0])
+    x = small_tasks[1].train_x[:64]
+    snapshot = copy.deepcopy(learner.net).eval()
+    expected = torch.softmax(snapshot(x)[:, [0, 1]] / learner.config.baselines.lwf_temperature, dim=1)
+    torch.testing.assert_close(learner.targets(x), expected)
+    assert not any(p.requires_grad for p in learner.previous.parameters())
+    assert learner.extra_loss(x, learner.net.eval()(x)[:, [0, 1]]).item() == pytest.approx(0.0, abs=1e-6)
+    _nudge(learner.net, 0.1)  # training the current network must not move the targets
+    torch.testing.assert_close(learner.targets(x), expected)
+    assert learner.extra_loss(x, learner.net(x)[:, [0, 1]]).item() > 0
+    learner.learn(small_tasks[1], seed=1)  # after task 2 the targets come from the new snapshot
+    assert learner.previous_units.tolist() == [0, 1, 2, 3]
+    assert not torch.allclose(learner.targets(x)[:, :2], expected)

@@ -1,0 +1,70 @@
+"""``pearl-cl compare``: several methods and seeds in one process, one table, budget matching."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pearl_cl import cli
+from pearl_cl.compare import parse_methods
+from pearl_cl.errors import ConfigError
+from pearl_cl.rank import matched_fixed_rank
+
+TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "data.train_per_task=300",
+        "--set", "data.test_per_task=100", "--set", "train.iterations=15", "--set", "train.batch_size=32",
+        "--set", "pearl.epsilon=0.02", "--set", "pearl.r_max=8"]
+
+
+def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = cli.main(["compare", "--methods", "finetune,lora-r2,pearl,lora-matched", "--seeds", "2", "--seed", "3",
+                     "--out", str(out), *TINY])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    for text in ("Task-IL acc %", "class-il acc %", "params added", "peak MiB", "±", "lora-matched (r=", str(out)):
+        assert text in printed.out
+    with open(out / "compare_runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in runs] == [
+        (m, s) for s in ("3", "4") for m in ("finetune", "lora-r2", "pearl", "lora-matched")]
+    summary = json.loads((out / "compare.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert list(methods) == ["finetune", "lora-r2", "pearl", "lora-matched"]
+    finetune = [float(r["task_il_accuracy_pct"]) for r in runs if r["method"] == "finetune"]
+    assert methods["finetune"]["task_il_accuracy_pct_mean"] == pytest.approx(np.mean(finetune))
+    assert methods["finetune"]["task_il_accuracy_pct_std"] == pytest.approx(np.std(finetune, ddof=1))
+    assert methods["finetune"]["routing_accuracy_pct_mean"] is not None  # class-IL: the class names its task
+    for seed in ("3", "4"):
+        pearl_dir = next(r["run_directory"] for r in runs if r["method"] == "pearl" and r["seed"] == seed)
+        with open(f"{pearl_dir}/ranks.csv") as f:
+            ranks = list(csv.DictReader(f))
+        shapes = list(dict.fromkeys((int(r["rows"]), int(r["cols"])) for r in ranks))
+        per_task = sum(int(r["parameters"]) for r in ranks) / 4
+        matched = next(r for r in runs if r["method"] == "lora-matched" and r["seed"] == seed)
+        assert int(matched["rank"]) == matched_fixed_rank(shapes, per_task)
+        config = (tmp_path / "cmp" / "runs" / f"lora-matched-seed{seed}" / "config.yaml").read_text()
+        assert f"fixed_rank: {matched['rank']}" in config and "method: lora" in config
+
+
+@pytest.mark.parametrize("methods, message", [
+    ("finetune,sgd", "unknown method 'sgd' in --methods"),
+    ("lora-matched,pearl", "list pearl before it"),
+    ("pearl,pearl", "names 'pearl' twice"),
+    ("lora-r0", "unknown method 'lora-r0'"),
+    (" , ", "--methods is empty"),
+])
+def test_bad_method_lists_are_rejected_with_the_fix(methods, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_methods(methods)
+
+
+def test_bad_compare_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", "--methods", "finetune", "--seeds", "0", "--out", str(out)]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+    assert cli.main(["compare", "--methods", "finetune", "--out", str(out), "--set", "baselines.si_c=-1"]) == 2
+    assert "baselines.si_c is out of range" in capsys.readouterr().err
+    assert not out.exists()
