@@ -76,12 +76,6 @@ def test_penalty_is_zero_at_the_anchor_and_positive_away(cls, small_tasks):
     assert learner.penalty().item() > 0.0
 
 
-def test_penalties_are_zero_before_any_task(small_tasks):
-    for cls in (EWC, SI):
-        learner = cls(_config(), (1, 28, 28), 10)
-        assert learner.penalty().item() == 0.0
-
-
 def test_fisher_matches_one_image_at_a_time(small_tasks):
     learner = _learned(EWC, small_tasks[0])
     x = small_tasks[0].train_x[:6]
@@ -101,19 +95,34 @@ def test_fisher_matches_one_image_at_a_time(small_tasks):
 
 def test_online_fisher_decays_by_gamma(small_tasks):
     learner = _learned(EWC, small_tasks[0], baselines__ewc_gamma=0.5, baselines__fisher_samples=50)
-    first = {k: v.clone() for k, v in learner.fisher.items()}
+    first = {k: v.clone() for k, v in learner.importance.items()}
     learner.learn(small_tasks[1], seed=1)
     new = fisher_diagonal(learner.net, small_tasks[1].train_x[:50], torch.tensor([0, 1, 2, 3]))
     for k in first:
-        torch.testing.assert_close(learner.fisher[k], 0.5 * first[k] + new[k])
+        torch.testing.assert_close(learner.importance[k], 0.5 * first[k] + new[k])
 
 
-def test_si_importance_is_nonnegative_and_grows_across_tasks(small_tasks):
-    learner = _learned(SI, small_tasks[0])
-    first = {k: v.clone() for k, v in learner.importance.items()}
-    assert all((v >= 0).all() for v in first.values()) and sum(float(v.sum()) for v in first.values()) > 0
-    learner.learn(small_tasks[1], seed=1)
-    assert all((learner.importance[k] >= first[k]).all() for k in first)
+def test_si_importance_follows_the_path_integral(small_tasks):
+    """Ω after one task equals max(ω, 0) / (Δθ² + ξ), with ω = −Σ g·Δθ summed over the steps."""
+    learner = SI(_config(train__iterations=5), (1, 28, 28), 10)
+    start = {k: v.detach().clone() for k, v in learner.net.named_parameters()}
+    path = {k: torch.zeros_like(v) for k, v in start.items()}
+    previous = {k: v.clone() for k, v in start.items()}
+    hook = learner.after_step
+
+    def recording_hook():
+        for k, p in learner.net.named_parameters():
+            path[k] -= p.grad * (p.detach() - previous[k])
+            previous[k] = p.detach().clone()
+        hook()
+
+    learner.after_step = recording_hook
+    learner.learn(small_tasks[0], seed=0)
+    assert sum(float(v.sum()) for v in learner.importance.values()) > 0
+    for k, p in learner.net.named_parameters():
+        expected = path[k].clamp_min(0) / ((p.detach() - start[k]) ** 2 + learner.config.baselines.si_xi)
+        torch.testing.assert_close(learner.importance[k], expected)
+    assert learner.state_numbers() == 2 * sum(p.numel() for p in learner.net.parameters())
 
 
 def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
@@ -130,3 +139,19 @@ def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
     learner.learn(small_tasks[1], seed=1)  # after task 2 the targets come from the new snapshot
     assert learner.previous_units.tolist() == [0, 1, 2, 3]
     assert not torch.allclose(learner.targets(x)[:, :2], expected)
+
+
+def test_single_head_on_a_domain_il_benchmark_has_no_task_to_route(tmp_path):
+    """Permuted-MNIST: every task shares the ten units, so Task-IL equals domain-IL and routing is undefined."""
+    from pearl_cl.report import summary
+
+    config = small_config(tmp_path, method="finetune", benchmark="permuted-mnist", backbone__name="mlp",
+                          data__train_per_task=300, data__test_per_task=100, train__epochs=1, train__reference_epochs=1)
+    result = run(config)
+    scenarios = result.metrics["scenarios"]
+    assert scenarios["task-il"] == scenarios["domain-il"]
+    assert result.metrics["routing"]["accuracy"] is None
+    assert set(result.metrics["routing"]["accuracy_per_task"]) == {None}
+    assert [r.parameters["head"] for r in result.records][1:] == [0] * 9  # no new units after the first task
+    assert "- (none: arg-max over one head)" in summary(result)
+    assert (result.directory / "routing_accuracy.csv").read_text().splitlines()[-1] == "task10" + "," * 10

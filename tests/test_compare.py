@@ -20,19 +20,21 @@ TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "
 
 def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, capsys):
     out = tmp_path / "cmp"
-    code = cli.main(["compare", "--methods", "finetune,lora-r2,pearl,lora-matched", "--seeds", "2", "--seed", "3",
-                     "--out", str(out), *TINY])
+    code = cli.main(["compare", "--methods", "finetune,lora,pearl,lora-matched", "--seeds", "2", "--seed", "3",
+                     "--out", str(out), *TINY, "--set", "pearl.fixed_rank=2"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    for text in ("Task-IL acc %", "class-il acc %", "params added", "peak MiB", "±", "lora-matched (r=", str(out)):
+    for text in ("Task-IL acc %", "class-il acc %", "params added", "state kept", "peak MiB", "±", "lora (r=2)",
+                 "lora-matched (r=", str(out)):
         assert text in printed.out
     with open(out / "compare_runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in runs] == [
-        (m, s) for s in ("3", "4") for m in ("finetune", "lora-r2", "pearl", "lora-matched")]
+        (m, s) for s in ("3", "4") for m in ("finetune", "lora", "pearl", "lora-matched")]
     summary = json.loads((out / "compare.json").read_text())
     methods = {m["method"]: m for m in summary["methods"]}
-    assert list(methods) == ["finetune", "lora-r2", "pearl", "lora-matched"]
+    assert list(methods) == ["finetune", "lora", "pearl", "lora-matched"]
+    assert methods["lora"]["ranks"] == [2]
     finetune = [float(r["task_il_accuracy_pct"]) for r in runs if r["method"] == "finetune"]
     assert methods["finetune"]["task_il_accuracy_pct_mean"] == pytest.approx(np.mean(finetune))
     assert methods["finetune"]["task_il_accuracy_pct_std"] == pytest.approx(np.std(finetune, ddof=1))
@@ -54,6 +56,7 @@ def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, 
     ("lora-matched,pearl", "list pearl before it"),
     ("pearl,pearl", "names 'pearl' twice"),
     ("lora-r0", "unknown method 'lora-r0'"),
+    ("lora-r01", "unknown method 'lora-r01'"),
     (" , ", "--methods is empty"),
 ])
 def test_bad_method_lists_are_rejected_with_the_fix(methods, message):
@@ -67,4 +70,6 @@ def test_bad_compare_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert "--seeds must be >= 1" in capsys.readouterr().err
     assert cli.main(["compare", "--methods", "finetune", "--out", str(out), "--set", "baselines.si_c=-1"]) == 2
     assert "baselines.si_c is out of range" in capsys.readouterr().err
+    assert cli.main(["compare", "--methods", "finetune", "--seed", str(2**32 - 2), "--seeds", "3", "--out", str(out)]) == 2
+    assert "seed must be in [0, 2**32)" in capsys.readouterr().err  # every seed is checked before the first run
     assert not out.exists()

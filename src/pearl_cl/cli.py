@@ -12,7 +12,7 @@ import sys
 
 from pearl_cl.compare import ALL_METHODS
 from pearl_cl.config import PROTOCOLS, load_config
-from pearl_cl.errors import ConfigError, PearlError
+from pearl_cl.errors import PearlError
 from pearl_cl.methods import METHODS
 
 
@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (same config and seed, same numbers)")
     run.add_argument("--method", help=f"continual-learning method: {', '.join(METHODS)} (default pearl)")
     run.add_argument("--out", help="run directory to create (default: runs/<benchmark>-<method>-seed<seed>-<time>)")
-    cmp = sub.add_parser("compare", help="run several methods over several seeds and print one comparison table")
+    cmp = sub.add_parser("compare", help="run several methods over several seeds and print one comparison table",
+                         description="Run several methods over several seeds, one after another in this process, and "
+                                     "print one table. A run that fails stops the comparison; the runs finished before "
+                                     "it stay written in the comparison directory.")
     _config_arguments(cmp)
     cmp.add_argument("--methods", default=ALL_METHODS,
                      help=f"comma-separated methods, also lora-rK (fixed rank K) and lora-matched (default: {ALL_METHODS})")
@@ -78,8 +81,6 @@ def _compare(args: argparse.Namespace) -> None:
 
     config = _load(args, seed=args.seed)
     specs = parse_methods(args.methods)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(config.seed, config.seed + args.seeds))
     result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)))
     print(compare_table(result))

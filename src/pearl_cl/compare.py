@@ -61,10 +61,10 @@ def parse_methods(text: str) -> list[MethodSpec]:
     for label in labels:
         if label in [s.label for s in specs]:
             raise ConfigError(f"--methods names {label!r} twice")
-        fixed = re.fullmatch(r"lora-r(\d+)", label)
+        fixed = re.fullmatch(r"lora-r([1-9]\d*)", label)
         if label in METHODS:
             specs.append(MethodSpec(label, label))
-        elif fixed and int(fixed.group(1)) >= 1:
+        elif fixed:
             specs.append(MethodSpec(label, "lora", int(fixed.group(1))))
         elif label == MATCHED:
             if "pearl" not in [s.label for s in specs]:
@@ -89,7 +89,7 @@ def adapter_budget(result: RunResult) -> tuple[list[tuple[int, int]], float]:
 def run_row(label: str, result: RunResult, rank: int | None) -> dict[str, Any]:
     """The numbers one run contributes to the comparison (units in the key names)."""
     m = result.metrics
-    routed = next(name for name in m["scenarios"] if name != SCENARIO)
+    routed = m["routing"]["scenario"]
     row: dict[str, Any] = {"method": label, "seed": m["seed"], "rank": rank, "scenario": routed}
     for name, key in ((SCENARIO, "task_il"), (routed, "routed")):
         s = m["scenarios"][name]
@@ -102,6 +102,7 @@ def run_row(label: str, result: RunResult, rank: int | None) -> dict[str, Any]:
         "params_added_pct_of_backbone": added["percent_of_backbone"],
         "state_numbers": max(m["state_numbers"]["per_task"].values(), default=0),
         "peak_memory_mib": m["peak_memory_bytes"] / 2**20,
+        "learn_seconds": sum(t["probe"] + t["rank"] + t["train"] for t in m["seconds_per_task"]),
         "seconds": sum(t["total"] for t in m["seconds_per_task"]),
         "run_directory": str(result.directory),
     })
@@ -110,7 +111,7 @@ def run_row(label: str, result: RunResult, rank: int | None) -> dict[str, Any]:
 
 NUMERIC = ("task_il_accuracy_pct", "routed_accuracy_pct", "task_il_forgetting_pp", "routed_forgetting_pp", "task_il_bwt_pp",
            "routed_bwt_pp", "routing_accuracy_pct", "params_added", "params_added_pct_of_backbone", "state_numbers",
-           "peak_memory_mib", "seconds")
+           "peak_memory_mib", "learn_seconds", "seconds")
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,13 +171,14 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
 
     Raises:
         ConfigError: invalid ``base``, specs or seeds (before anything runs).
-        PearlError: ``out`` exists and is not empty; any error a run raises (the rows of the
-            runs finished before it stay written).
+        PearlError: ``out`` exists and is not empty; any error a run raises stops the comparison
+            (the runs finished before it and their rows stay written).
     """
     if not seeds:
         raise ConfigError("--seeds must be >= 1")
     for spec in specs:
-        check(_with(base, method=spec.method))
+        for seed in seeds:
+            check(_with(base, method=spec.method, seed=seed))
     directory = Path(out) if out else default_compare_dir(base.benchmark)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
@@ -186,7 +188,7 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
     for seed in seeds:
         budget: tuple[list[tuple[int, int]], float] | None = None
         for spec in specs:
-            rank = spec.rank
+            rank = spec.rank if spec.method != "lora" or spec.rank else base.pearl.fixed_rank
             if spec.matched:
                 shapes, per_task = budget if budget is not None else ([], 0.0)
                 rank = matched_fixed_rank(shapes, per_task) if shapes else 1

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from pearl_cl.methods import TaskRecord
 from pearl_cl.metrics import percent_of
 from pearl_cl.runner import SCENARIO, RunResult
+
+if TYPE_CHECKING:
+    from pearl_cl.compare import Comparison
 
 
 def _percent(value: float | None) -> str:
@@ -55,7 +60,7 @@ def rank_table(result: RunResult) -> str:
 
 def _routed_scenario(result: RunResult) -> str:
     """The run's scenario without task labels (``class-il`` or ``domain-il``)."""
-    return next(name for name in result.accuracy if name != SCENARIO)
+    return result.metrics["routing"]["scenario"]
 
 
 def summary(result: RunResult) -> str:
@@ -75,6 +80,7 @@ def summary(result: RunResult) -> str:
     metric_table = _table(["metric", SCENARIO, routed], rows)
     costs = _table(["cost", "value"], [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
+        ["state kept (numbers)", f"{max(m['state_numbers']['per_task'].values(), default=0):,}"],
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
         ["seconds (all tasks)", f"{total_seconds:.1f}"],
     ])
@@ -116,20 +122,27 @@ def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
     return f"{mean:,.{digits}f}" if entry["seeds"] == 1 else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
 
 
-def compare_table(comparison) -> str:
+def compare_table(comparison: Comparison) -> str:
     """The comparison of :func:`pearl_cl.compare.compare` as one table: mean ± std over seeds."""
     methods = comparison.methods
     routed = methods[0]["scenario"]
     rows = [[e["method"] + (f" (r={'/'.join(map(str, e['ranks']))})" if e["ranks"] else ""),
              _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
              _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
-             _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "peak_memory_mib", 0), _mean_std(e, "seconds", 1)]
+             _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "state_numbers", 0), _mean_std(e, "peak_memory_mib", 0),
+             _mean_std(e, "learn_seconds", 1), _mean_std(e, "seconds", 1)]
             for e in methods]
     seeds = sorted({r["seed"] for r in comparison.runs})
     header = ["method", "Task-IL acc %", f"{routed} acc %", "Task-IL forgetting", f"{routed} forgetting",
-              f"{routed} BWT", "params added", "% of backbone", "peak MiB", "seconds"]
-    return "\n\n".join([f"mean ± std over seeds {', '.join(map(str, seeds))} (forgetting and BWT in percentage points; "
-                         f"params added after the first task)", _table(header, rows),
+              f"{routed} BWT", "params added", "% of backbone", "state kept", "peak MiB", "learn s", "total s"]
+    legend = "\n".join([
+        f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting and BWT in percentage points; params added after",
+        "the first task; state kept: numbers a method stores besides parameters (EWC's Fisher and anchor, SI's",
+        "importances, LwF's old network, Joint's images); learn s: training, probe and rank step; total s: also the",
+        "evaluation of every task seen after each task. Single-head methods (finetune, joint, ewc, si, lwf) get",
+        "Task-IL by masking their one head to the task's classes.",
+    ])
+    return "\n\n".join([legend, _table(header, rows),
                          f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
 
 

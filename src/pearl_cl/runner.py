@@ -34,9 +34,9 @@ from pearl_cl.methods.record import COUNT_KEYS
 from pearl_cl.probe import PROBES
 from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
+from pearl_cl.training import EVAL_BATCH
 
 SCENARIO = "task-il"
-EVAL_BATCH = 512
 
 
 def check(config: RunConfig) -> None:
@@ -55,7 +55,8 @@ def check(config: RunConfig) -> None:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
+            hint = " (a fixed rank K: method lora with pearl.fixed_rank=K)" if str(value).startswith("lora-r") else ""
+            raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}{hint}")
     config.pearl.to_rank_rule()
     for keys in (("train.reference_epochs", "train.lr"), ("train.epochs", "train.adapter_lr"), ("pearl.probe_epochs", "train.lr")):
         config.fit_settings(*keys)

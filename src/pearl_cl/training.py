@@ -15,6 +15,7 @@ from pearl_cl.data.batches import iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
 
 OPTIMIZERS = ("adam", "sgd")
+EVAL_BATCH = 512  # images per forward pass when evaluating
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def fit(
 
 @torch.no_grad()
 def count_correct(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int = 512) -> int:
+                  batch_size: int = EVAL_BATCH) -> int:
     """Number of rows of ``x`` ``(N, C, H, W)`` whose argmax logit equals ``y`` ``(N,)``; eval mode."""
     module.eval()
     correct = 0

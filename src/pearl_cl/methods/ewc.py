@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.methods.single_head import SingleHead, quadratic_penalty
+from pearl_cl.methods.single_head import AnchoredPenalty
 
 FISHER_BATCH = 16  # images per vmap call; on a 2-core CPU (MLP 2x400) 16 took 0.68 s per 1,024 images, 64 took 1.4 s
 
@@ -26,8 +26,9 @@ FISHER_BATCH = 16  # images per vmap call; on a 2-core CPU (MLP 2x400) 16 took 0
 def fisher_diagonal(net: nn.Module, x: torch.Tensor, units: torch.Tensor) -> dict[str, torch.Tensor]:
     """Diagonal Fisher information of ``net`` at its current weights, per parameter name.
 
-    ``x`` is ``(N, C, H, W)``; ``units`` ``(K,)`` are the head units of the softmax. Each entry is
-    the mean over the N images of (∂ log p(ŷ|x) / ∂θ)², ŷ = arg-max over ``units``.
+    ``x`` is ``(N, C, H, W)``; ``units`` ``(K,)`` are the head units of the softmax. Each entry has
+    its parameter's shape and is the mean over the N images of (∂ log p(ŷ|x) / ∂θ)², ŷ = arg-max
+    over ``units``.
     """
     net.eval()
     params = {k: v.detach() for k, v in net.named_parameters()}
@@ -46,34 +47,20 @@ def fisher_diagonal(net: nn.Module, x: torch.Tensor, units: torch.Tensor) -> dic
     return {k: v / max(len(x), 1) for k, v in total.items()}
 
 
-class EWC(SingleHead):
-    """Online EWC on the expanding-head network."""
+class EWC(AnchoredPenalty):
+    """Online EWC on the expanding-head network; ``importance`` is the running Fisher F̃."""
 
     name = "ewc"
+    state_prefix = "ewc"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fisher: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
-
-    def penalty(self) -> torch.Tensor:
-        """(λ/2)·Σ F̃ (θ − θ*)², a scalar; 0 before the first task ends."""
-        return 0.5 * self.config.baselines.ewc_lambda * quadratic_penalty(self.net, self.fisher, self.anchor)
-
-    def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return self.penalty()
+    def strength(self) -> float:
+        """λ/2 (``baselines.ewc_lambda``)."""
+        return 0.5 * self.config.baselines.ewc_lambda
 
     def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
         """F̃ ← γ·F̃ + F_t on the task's images (the first ``fisher_samples``), θ* ← θ."""
         limit = self.config.baselines.fisher_samples
         fisher = fisher_diagonal(self.net, x if limit is None else x[:limit], self._units())
         gamma = self.config.baselines.ewc_gamma
-        self.fisher = {k: gamma * self.fisher[k] + f if k in self.fisher else f for k, f in fisher.items()}
+        self.importance = {k: gamma * self.importance[k] + f if k in self.importance else f for k, f in fisher.items()}
         self.anchor = {k: v.detach().clone() for k, v in self.net.named_parameters()}
-
-    def state_numbers(self) -> int:
-        return sum(v.numel() for v in self.fisher.values()) + sum(v.numel() for v in self.anchor.values())
-
-    def method_tensors(self) -> dict[str, torch.Tensor]:
-        return {**{f"ewc.fisher.{k}": v for k, v in self.fisher.items()},
-                **{f"ewc.anchor.{k}": v for k, v in self.anchor.items()}}

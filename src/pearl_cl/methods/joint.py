@@ -1,9 +1,11 @@
 """Joint: train on the data of every task seen so far at once — the upper bound.
 
 Source: the "Offline" upper bound of van de Ven & Tolias, "Three scenarios for continual
-learning" (2019): at task t the network keeps training, with the same budget per task as the
-sequential methods, on the union of tasks 1..t. It stores every image it has seen, so it is
-neither rehearsal-free nor a continual learner; it shows what the network could reach.
+learning" (2019): at task t the network keeps training on the union of tasks 1..t. With
+``train.iterations`` (their protocol) every task gets the same number of steps as in the
+sequential methods; with epochs, each epoch covers all data seen so far, so task t takes about
+t times the steps. It stores every image it has seen, so it is neither rehearsal-free nor a
+continual learner; it shows what the network could reach.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class Joint(SingleHead):
         self.labels: list[torch.Tensor] = []
 
     def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tasks 1..t's training images ``(ΣN, C, H, W)`` and global class ids ``(ΣN,)``."""
+        """Stores ``task``'s training data, then returns tasks 1..t's training images
+        ``(ΣN, C, H, W)`` and global class ids ``(ΣN,)`` (called once per task)."""
         x, y = super().training_data(task)
         self.images.append(x)
         self.labels.append(y)

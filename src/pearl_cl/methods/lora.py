@@ -5,7 +5,9 @@ PEARL's own baseline (Bhat et al., arXiv 2505.11998): the same reference task, p
 initialisation (``pearl.init``), per-task BatchNorm and head as :class:`~pearl_cl.methods.pearl.Pearl`,
 so that the rank rule is the only difference. Every adaptable layer gets rank
 ``pearl.fixed_rank``, bounded only by the layer's own shape (``pearl.rank_rule``, ``r_min`` and
-``r_max`` are not used).
+``r_max`` are not used). With the default ``pearl.init=svd`` the adapter starts at the probe's
+best rank-r displacement, as PEARL's does; ``pearl.init=zero`` gives Hu et al.'s standard
+initialisation (the probe still runs and is timed, though only SVD init uses it).
 """
 
 from __future__ import annotations
@@ -26,4 +28,4 @@ class FixedRankLoRA(Pearl):
             ConfigError: ``pearl.fixed_rank`` < 1.
         """
         rank = config.pearl.fixed_rank
-        return RankRule("fixed", r_min=0, r_max=max(rank, 1), fixed_rank=rank)
+        return RankRule("fixed", r_min=0, r_max=rank, fixed_rank=rank)

@@ -1,10 +1,12 @@
 """LwF (Learning without Forgetting): distil the previous network's answers on the new task's
 images into the units of the earlier classes.
 
-Source: Li & Hoiem, "Learning without Forgetting" (ECCV 2016; TPAMI 2018), in the single-head
-form of van de Ven & Tolias (2019): after each task a frozen copy of the network is kept; while
-learning task t the loss gains α·T²·KL(softmax(z_old/T) ‖ softmax(z/T)) over the units active
-before task t, z_old from the frozen copy (eval mode) and z from the network being trained.
+Source: Li & Hoiem, "Learning without Forgetting" (ECCV 2016; TPAMI 2018), on the single
+expanding head of van de Ven & Tolias (2019): after each task a frozen copy of the network is
+kept; while learning task t the loss is the cross-entropy on the new task plus
+α·T²·KL(softmax(z_old/T) ‖ softmax(z/T)) over the units active before task t, z_old from the
+frozen copy (eval mode) and z from the network being trained — Li & Hoiem's weighting (λ_o = α),
+not van de Ven & Tolias' 1/t and 1 − 1/t.
 Knobs: ``baselines.lwf_temperature`` (T), ``lwf_alpha`` (α).
 """
 
@@ -52,4 +54,5 @@ class LwF(SingleHead):
         self.previous_units = self._units()
 
     def state_numbers(self) -> int:
+        """The frozen previous network's parameters."""
         return 0 if self.previous is None else sum(p.numel() for p in self.previous.parameters())

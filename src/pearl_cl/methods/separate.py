@@ -38,6 +38,7 @@ class SeparateModel(nn.Module):
         return self.nets[task](x)
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, n_classes(task))`` logits of task ``task``'s network and head."""
         return self.heads[task](self.features(x, task))
 
 

@@ -2,11 +2,12 @@
 drop in loss along its training path.
 
 Source: Zenke, Poole & Ganguli, "Continual Learning Through Synaptic Intelligence" (ICML 2017).
-During a task, ω_k += −g_k·Δθ_k at every optimiser step (g the gradient of that step's loss,
-Δθ the step's change). At the task's end Ω_k += ω_k / ((θ_k − θ_k^start)² + ξ), θ* ← θ, ω ← 0;
-later tasks add c·Σ_k Ω_k (θ_k − θ*_k)² to the loss. Negative Ω (a weight that moved uphill) is
-clipped to 0 (our choice: a negative importance would reward leaving the anchor). Knobs:
-``baselines.si_c``, ``si_xi``.
+During a task, ω_k += −g_k·Δθ_k at every optimiser step (Δθ the step's change; g the gradient of
+the step's whole loss, penalty included, as in van de Ven & Tolias' implementation — Zenke et al.
+use the gradient of the task loss alone). At the task's end Ω_k += ω_k / ((θ_k − θ_k^start)² + ξ),
+θ* ← θ, ω ← 0; later tasks add c·Σ_k Ω_k (θ_k − θ*_k)² to the loss. Negative ω (a weight that
+moved uphill) is clipped to 0 (our choice: a negative importance would reward leaving the
+anchor). Knobs: ``baselines.si_c``, ``si_xi``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from __future__ import annotations
 import torch
 
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.methods.single_head import SingleHead, quadratic_penalty
+from pearl_cl.methods.single_head import AnchoredPenalty
 
 
-class SI(SingleHead):
-    """Synaptic Intelligence on the expanding-head network."""
+class SI(AnchoredPenalty):
+    """Synaptic Intelligence on the expanding-head network; ``importance`` is Ω."""
 
     name = "si"
+    state_prefix = "si"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.importance: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
         self._path: dict[str, torch.Tensor] = {}
         self._start: dict[str, torch.Tensor] = {}
         self._previous: dict[str, torch.Tensor] = {}
@@ -33,14 +33,12 @@ class SI(SingleHead):
     def _weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.net.named_parameters()}
 
-    def penalty(self) -> torch.Tensor:
-        """c·Σ Ω (θ − θ*)², a scalar; 0 before the first task ends."""
-        return self.config.baselines.si_c * quadratic_penalty(self.net, self.importance, self.anchor)
-
-    def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return self.penalty()
+    def strength(self) -> float:
+        """c (``baselines.si_c``)."""
+        return self.config.baselines.si_c
 
     def begin_task(self, task: TaskData) -> None:
+        """Start a new path integral ω = 0 at the current weights."""
         self._start = self._weights()
         self._previous = self._weights()
         self._path = {k: torch.zeros_like(v) for k, v in self._start.items()}
@@ -62,10 +60,3 @@ class SI(SingleHead):
             self.importance[name] = self.importance.get(name, torch.zeros_like(omega)) + omega
         self.anchor = end
         self._path, self._start, self._previous = {}, {}, {}
-
-    def state_numbers(self) -> int:
-        return sum(v.numel() for v in self.importance.values()) + sum(v.numel() for v in self.anchor.values())
-
-    def method_tensors(self) -> dict[str, torch.Tensor]:
-        return {**{f"si.importance.{k}": v for k, v in self.importance.items()},
-                **{f"si.anchor.{k}": v for k, v in self.anchor.items()}}

@@ -26,9 +26,7 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.record import TaskRecord, parameter_counts
 from pearl_cl.metrics import task_accuracy
-from pearl_cl.training import count_correct, fit
-
-EVAL_BATCH = 512
+from pearl_cl.training import EVAL_BATCH, count_correct, fit
 
 
 def quadratic_penalty(net: nn.Module, importance: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -51,6 +49,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(backbone.feature_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, n_classes)`` logits."""
         return self.head(self.backbone(x))
 
 
@@ -67,7 +66,7 @@ class SingleHead:
     """
 
     name = "single-head"
-    router_name = "none (arg-max over one head)"
+    router_name = "none: arg-max over one head"
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     after_step: Callable[[], None] | None = None
 
@@ -171,3 +170,37 @@ class SingleHead:
         """The whole network after task ``task`` (``model.*``: backbone and head) and the
         method's own state."""
         return {**{f"model.{k}": v for k, v in self.net.state_dict().items()}, **self.method_tensors()}
+
+
+class AnchoredPenalty(SingleHead):
+    """The shared base of EWC and SI: after each task the weights θ* are kept as an anchor with a
+    per-weight ``importance``, and later tasks add ``strength() · Σ importance·(θ − θ*)²`` to the
+    loss. Subclasses compute the importance in :meth:`end_task` and name the ``strength``."""
+
+    state_prefix = "penalty"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.importance: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def strength(self) -> float:
+        """The penalty's coefficient (from the ``baselines`` config)."""
+        raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor:
+        """``strength() · Σ importance·(θ − θ*)²``, a scalar; 0 before the first task ends."""
+        return self.strength() * quadratic_penalty(self.net, self.importance, self.anchor)
+
+    def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The :meth:`penalty` (the batch does not enter it)."""
+        return self.penalty()
+
+    def state_numbers(self) -> int:
+        """The importance and the anchor: two numbers per parameter after the first task."""
+        return sum(v.numel() for v in self.importance.values()) + sum(v.numel() for v in self.anchor.values())
+
+    def method_tensors(self) -> dict[str, torch.Tensor]:
+        """``<prefix>.importance.*`` and ``<prefix>.anchor.*`` per parameter name."""
+        return {**{f"{self.state_prefix}.importance.{k}": v for k, v in self.importance.items()},
+                **{f"{self.state_prefix}.anchor.{k}": v for k, v in self.anchor.items()}}
