@@ -12,7 +12,7 @@ import sys
 
 from pearl_cl.compare import ALL_METHODS
 from pearl_cl.config import PROTOCOLS, load_config
-from pearl_cl.errors import PearlError
+from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
 
 
@@ -26,6 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (same config and seed, same numbers)")
     run.add_argument("--method", help=f"continual-learning method: {', '.join(METHODS)} (default pearl)")
     run.add_argument("--out", help="run directory to create (default: runs/<benchmark>-<method>-seed<seed>-<time>)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue RUN_DIR after its last complete task, with its stored config (options may only "
+                          "repeat it, or move data.root)")
+    back = sub.add_parser("rollback", help="remove the tasks after --to-task from a run directory (resume continues there)")
+    back.add_argument("run_dir", metavar="RUN_DIR")
+    back.add_argument("--to-task", type=int, required=True, metavar="K", help="keep tasks 1..K")
+    pred = sub.add_parser("predict", help="predict the class of images with a saved run")
+    pred.add_argument("run_dir", metavar="RUN_DIR")
+    pred.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or .npy files of the benchmark's size and channels")
+    pred.add_argument("--task", type=int, metavar="K", help="Task-IL: use task K's branch (default: no task label, routed)")
+    insp = sub.add_parser("inspect", help="print a run's tasks, ranks per layer, parameters and metrics; verify its files")
+    insp.add_argument("run_dir", metavar="RUN_DIR")
+    exp = sub.add_parser("export", help="write one task's adapter as a PEFT directory (PeftModel.from_pretrained loads it)")
+    exp.add_argument("run_dir", metavar="RUN_DIR")
+    exp.add_argument("--task", type=int, required=True, metavar="K", help="the task to export (2 or later)")
+    exp.add_argument("--format", default="peft", help="export format (peft)")
+    exp.add_argument("--out", required=True, help="directory to create")
     cmp = sub.add_parser("compare", help="run several methods over several seeds and print one comparison table",
                          description="Run several methods over several seeds, one after another in this process, and "
                                      "print one table. A run that fails stops the comparison; the runs finished before "
@@ -58,19 +75,70 @@ def _load(args: argparse.Namespace, **fields: str | int | None):
     return load_config(args.config, args.overrides, protocol=args.protocol, **values)
 
 
-def _run(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
+def _print_result(result) -> None:
+    from pearl_cl.report import format_matrix, summary
 
-    from pearl_cl.report import format_matrix, summary, task_line
-    from pearl_cl.runner import run
-
-    config = _load(args, seed=args.seed, out=args.out, method=args.method)
-    result = run(config, on_task=lambda record, acc: tqdm.write(task_line(record, acc)))
     for name, acc in result.accuracy.items():
         print(f"{name}:")
         print(format_matrix(acc))
         print()
     print(summary(result))
+
+
+def _resume_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` and the named options of ``run --resume`` as ``key=value`` overrides."""
+    if args.config or args.protocol:
+        raise ConfigError("--resume uses the run's own config.yaml; drop --config and --protocol")
+    named = (("seed", args.seed), ("out", args.out), ("method", args.method), ("benchmark", args.benchmark),
+             ("data.root", args.data_root))
+    return args.overrides + [f"{key}={value}" for key, value in named if value is not None]
+
+
+def _run(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from pearl_cl.report import task_line
+    from pearl_cl.runner import resume, run
+
+    def on_task(record, acc):
+        tqdm.write(task_line(record, acc))
+
+    if args.resume:
+        result = resume(args.resume, _resume_overrides(args), on_task=on_task)
+    else:
+        result = run(_load(args, seed=args.seed, out=args.out, method=args.method), on_task=on_task)
+    _print_result(result)
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    from pearl_cl.runner import rollback
+
+    result = rollback(args.run_dir, args.to_task)
+    print(f"{args.run_dir}: kept tasks 1..{args.to_task}; continue with pearl-cl run --resume {args.run_dir}")
+    _print_result(result)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from pearl_cl.predict import predict
+
+    for p in predict(args.run_dir, args.images, args.task):
+        print(f"{p.path}\tclass {p.label}\ttask {p.task or '-'}\tconfidence {p.confidence:.1f}%")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from pearl_cl.runner import inspect
+
+    result, bad = inspect(args.run_dir)
+    _print_result(result)
+    print("files: " + ("every file matches manifest.json" if not bad else "CORRUPT OR MISSING: " + ", ".join(bad)))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from pearl_cl.export import export
+
+    target = export(args.run_dir, args.task, args.out, args.format)
+    print(f"wrote {target}: PeftModel.from_pretrained(backbone, '{target}', adapter_name='task{args.task}') loads it "
+          f"(see {target / 'export.json'})")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -92,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             _run(args)
-        elif args.command == "compare":
-            _compare(args)
+        else:
+            {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,
+             "export": _export}[args.command](args)
     except PearlError as exc:
         print(f"pearl-cl: error: {exc}", file=sys.stderr)
         return 2

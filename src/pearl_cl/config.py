@@ -142,6 +142,27 @@ class BaselinesConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The validation guard (our design): after a task trains, its validation accuracy must reach
+    ``min_val_accuracy`` (%, None: no floor) and its loss must stay finite. A task that fails is
+    rolled back (the learner is rebuilt from the run directory, whose earlier tasks are
+    untouched); with ``retry`` a method with ranks (pearl, lora) retries it once with every rank
+    multiplied by ``rank_factor``, otherwise the run stops and reports the failure."""
+
+    min_val_accuracy: float | None = None
+    retry: bool = True
+    rank_factor: int = 2
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first key out of range."""
+        floor = self.min_val_accuracy
+        if floor is not None and not (math.isfinite(floor) and 0 <= floor <= 100):
+            raise ConfigError(f"guard.min_val_accuracy must be a percentage in [0, 100] or null, got {floor}")
+        if self.rank_factor < 2:
+            raise ConfigError(f"guard.rank_factor must be >= 2 (the retry's ranks are multiplied by it), got {self.rank_factor}")
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``)."""
 
@@ -155,6 +176,7 @@ class RunConfig:
     pearl: PearlConfig = field(default_factory=PearlConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML- and JSON-ready)."""

@@ -13,12 +13,14 @@ replaced atomically; after a task the order is: the task's tensors, the CSV file
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,16 +29,17 @@ from pearl_cl import metrics
 from pearl_cl.adapters import INITS
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.config import RunConfig, save_config
-from pearl_cl.data.benchmarks import BENCHMARKS, Benchmark, TaskData, make_benchmark
-from pearl_cl.errors import ConfigError, PearlError
+from pearl_cl.data.benchmarks import Benchmark, TaskData, benchmark_spec, make_benchmark
+from pearl_cl.errors import ConfigError, PearlError, TrainingError
 from pearl_cl.methods import METHODS, TaskRecord
 from pearl_cl.methods.record import COUNT_KEYS
 from pearl_cl.probe import PROBES
+from pearl_cl.progress import PROGRESS, SCENARIO, Progress
+from pearl_cl.restore import checked_overrides, load_learner, open_run
 from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
 from pearl_cl.training import EVAL_BATCH
 
-SCENARIO = "task-il"
 
 
 def check(config: RunConfig) -> None:
@@ -46,7 +49,6 @@ def check(config: RunConfig) -> None:
         ConfigError: names the key, the bad value and the valid choices.
     """
     choices = {
-        "benchmark": (config.benchmark, sorted(BENCHMARKS)),
         "method": (config.method, sorted(METHODS)),
         "backbone.name": (config.backbone.name, list(BACKBONES)),
         "pearl.probe": (config.pearl.probe, list(PROBES)),
@@ -57,10 +59,14 @@ def check(config: RunConfig) -> None:
         if value not in allowed:
             hint = " (a fixed rank K: method lora with pearl.fixed_rank=K)" if str(value).startswith("lora-r") else ""
             raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}{hint}")
+    benchmark_spec(config.benchmark)
     config.pearl.to_rank_rule()
     for keys in (("train.reference_epochs", "train.lr"), ("train.epochs", "train.adapter_lr"), ("pearl.probe_epochs", "train.lr")):
         config.fit_settings(*keys)
     config.baselines.check()
+    config.guard.check()
+    if config.guard.min_val_accuracy is not None and config.data.val_fraction == 0:
+        raise ConfigError("guard.min_val_accuracy needs validation images; set data.val_fraction above 0 (e.g. 0.1)")
     if not 0 <= config.seed < 2**32:
         raise ConfigError(f"seed must be in [0, 2**32), got {config.seed}")
     if config.out is not None and not config.out.strip():
@@ -99,23 +105,24 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _metrics_json(config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
-                  learner, seconds: list[float], peak_is_per_run: bool) -> dict[str, Any]:
-    records, backbone_params = learner.records, learner.backbone_parameters
+def _metrics_json(config: RunConfig, source: str, progress: Progress, learner, peak_is_per_run: bool | dict[str, Any],
+                  status: str | None) -> dict[str, Any]:
+    records, backbone_params = progress.records, learner.backbone_parameters
     added = [r.parameters["total"] for r in records if not r.reference]
-    n = len(bench.tasks)
+    n = len(progress.totals)
+    routing = progress.routing()
     return {
-        "status": "complete" if len(records) == n else f"incomplete: {len(records)} of {n} tasks learned",
+        "status": status or ("complete" if len(records) == n else f"incomplete: {len(records)} of {n} tasks learned"),
         "benchmark": config.benchmark,
         "method": config.method,
         "seed": config.seed,
-        "data_source": bench.source,
+        "data_source": source,
         "tasks_learned": len(records),
         "scenarios": {name: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}
-                      for name, acc in accs.items()},
-        "routing": {"router": learner.router_name,
-                    "scenario": bench.spec.scenario, "accuracy": _number(metrics.average_accuracy(routing)),
-                    "accuracy_per_task": [_number(v) for v in routing[-1]],
+                      for name, acc in progress.accuracy().items()} if records else {},
+        "routing": {"router": learner.router_name, "scenario": progress.scenario,
+                    "accuracy": _number(metrics.average_accuracy(routing)) if records else None,
+                    "accuracy_per_task": [_number(v) for v in routing[-1]] if records else [],
                     "units": "% of each task's test images routed to their own task (null: no task to identify)"},
         "backbone_parameters": backbone_params,
         "parameters_added_per_task": [
@@ -125,11 +132,13 @@ def _metrics_json(config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarra
         "parameters_added_after_reference": {"count": int(sum(added)), "percent_of_backbone": metrics.percent_of(sum(added), backbone_params)},
         "state_numbers": {"per_task": {r.task: r.state for r in records},
                           "units": "numbers kept between tasks besides parameters (Fisher, importances, old model, data)"},
-        "seconds_per_task": [{"task": r.task, **r.seconds, "total": s} for r, s in zip(records, seconds)],
+        "seconds_per_task": [{"task": r.task, **r.seconds, "total": s} for r, s in zip(records, progress.seconds)],
         "validation_accuracy": {r.task: _number(r.val_accuracy) for r in records},
+        "retried": {r.task: r.note for r in records if r.note},
         "train_loss": {r.task: _number(r.train_loss) for r in records},
-        "peak_memory_bytes": metrics.peak_rss_bytes(),
-        "peak_memory_scope": "this run" if peak_is_per_run else "this process (the peak could not be reset)",
+        **(peak_is_per_run if isinstance(peak_is_per_run, dict) else {
+            "peak_memory_bytes": metrics.peak_rss_bytes(),
+            "peak_memory_scope": "this run" if peak_is_per_run else "this process (the peak could not be reset)"}),
     }
 
 
@@ -138,12 +147,16 @@ def _csv(value: float, digits: int) -> str:
     return "" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _write(store: RunStore, config: RunConfig, bench: Benchmark, accs: dict[str, np.ndarray], routing: np.ndarray,
-           learner, seconds: list[float], peak_is_per_run: bool) -> dict[str, Any]:
-    records, backbone_params = learner.records, learner.backbone_parameters
-    n = len(records)
+def _write(store: RunStore, config: RunConfig, source: str, progress: Progress, learner,
+           peak_is_per_run: bool | dict[str, Any], status: str | None = None) -> dict[str, Any]:
+    """Rewrite every file derived from ``progress``: the CSVs, ``metrics.json``, then
+    ``progress.json`` last (the commit point). Returns the metrics. ``peak_is_per_run`` says
+    whether the process's peak memory was reset at the run's start, or gives the
+    ``peak_memory_*`` entries to keep (a rollback keeps the run's own)."""
+    records, backbone_params, n = progress.records, learner.backbone_parameters, progress.learned
     header = ["after_task"] + [f"task{j + 1}" for j in range(n)]
-    for name, acc in {**{f"accuracy_matrix_{k}": v for k, v in accs.items()}, "routing_accuracy": routing}.items():
+    tables = {**{f"accuracy_matrix_{k}": v for k, v in progress.accuracy().items()}, "routing_accuracy": progress.routing()}
+    for name, acc in tables.items():
         store.write_csv(f"{name}.csv", header, [[f"task{i + 1}"] + [_csv(v, 4) for v in acc[i]] for i in range(n)])
     store.write_csv("ranks.csv", ["task", "layer", "rows", "cols", "proximity", "rank", "parameters"],
                     [[r.task, lr.layer, lr.shape[0], lr.shape[1], f"{lr.proximity:.6g}", lr.rank,
@@ -152,10 +165,22 @@ def _write(store: RunStore, config: RunConfig, bench: Benchmark, accs: dict[str,
                     + ["percent_of_backbone", "state_numbers", "train_loss", "val_accuracy", "seconds"],
                     [[r.task, " ".join(map(str, r.classes)), r.reference] + [r.parameters[k] for k in COUNT_KEYS]
                      + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", r.state, _csv(r.train_loss, 6),
-                        _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, seconds)])
-    result = _metrics_json(config, bench, accs, routing, learner, seconds, peak_is_per_run)
+                        _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, progress.seconds)])
+    result = _metrics_json(config, source, progress, learner, peak_is_per_run, status)
     store.write_json("metrics.json", result)
+    store.write_json(PROGRESS, progress.to_json())
     return result
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic algorithms (warn-only) inside the block, the caller's setting after it."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None = None) -> RunResult:
@@ -171,15 +196,96 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
         ConfigError: invalid config (before anything is loaded or written).
         DataError: the benchmark's dataset cannot be found.
         PearlError: the run directory exists and is not empty, or cannot be written.
-        TrainingError: a task's loss became NaN or infinite.
+        TrainingError: a task failed its guard (NaN or infinite loss, validation accuracy under
+            ``guard.min_val_accuracy``) and its retry, if any; it was rolled back and the run
+            directory holds the tasks before it, ready for :func:`resume`.
     """
     check(config)
-    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        return _run(config, on_task)
-    finally:
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    with _deterministic():
+        torch.manual_seed(config.seed)
+        peak_is_per_run = metrics.reset_peak_rss()
+        bench = benchmark_for(config)
+        directory = Path(config.out) if config.out else default_run_dir(config)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            what = "is a file" if not directory.is_dir() else "already exists and is not empty"
+            raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
+                             f"or continue it with pearl-cl run --resume {directory}")
+        store = RunStore(directory)
+        config = dataclasses.replace(config, out=str(directory))
+        store.write_text("config.yaml", save_config(config))
+        learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
+        progress = Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])
+        return _learn(config, bench, store, learner, progress, on_task, peak_is_per_run)
+
+
+def resume(directory: str | Path, overrides: list[str] | None = None,
+           on_task: Callable[[TaskRecord, np.ndarray], None] | None = None) -> RunResult:
+    """Continue the run in ``directory`` after its last complete task.
+
+    The learner is rebuilt from the saved task files (checksums verified) and the remaining
+    tasks are learned with the stored config and seeds, so the result equals an uninterrupted
+    run's. ``overrides`` (``"key=value"``) may only repeat the stored values, or change
+    ``data.root`` and ``data.download``.
+
+    Raises:
+        PearlError: not a run directory, a missing or corrupt file, or ``overrides`` that change
+            the run (names the keys).
+        TrainingError: as :func:`run`.
+    """
+    opened = open_run(directory)
+    config = opened.config
+    if overrides:
+        config = checked_overrides(opened, overrides)
+    with _deterministic():
+        peak_is_per_run = metrics.reset_peak_rss()
+        bench = benchmark_for(config)
+        progress = opened.progress or Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])
+        learner = load_learner(config, bench, opened.store, progress)
+        return _learn(config, bench, opened.store, learner, progress, on_task, peak_is_per_run)
+
+
+def rollback(directory: str | Path, to_task: int) -> RunResult:
+    """Remove every task after task ``to_task`` (1-based) from the run in ``directory``: their
+    files are deleted and every table is rewritten as it was after task ``to_task``, so that
+    :func:`resume` continues from there.
+
+    Raises:
+        PearlError: not a run directory, a missing or corrupt file, or ``to_task`` outside
+            ``[1, tasks learned]``.
+    """
+    opened = open_run(directory)
+    learned = opened.progress.learned if opened.progress else 0
+    if not 1 <= to_task <= learned:
+        raise PearlError(f"--to-task must be between 1 and {learned} (the tasks learned in {opened.store.root}), got {to_task}")
+    progress = opened.progress.truncated(to_task)
+    bench = benchmark_for(opened.config)
+    learner = load_learner(opened.config, bench, opened.store, progress)
+    old = json.loads(opened.store.read_verified("metrics.json"))
+    peak = {k: old[k] for k in ("peak_memory_bytes", "peak_memory_scope")}
+    result = _write(opened.store, opened.config, bench.source, progress, learner, peak,
+                    status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")
+    for task in bench.tasks[to_task:learned]:
+        opened.store.delete(f"tasks/{task.name}.safetensors")
+    return _result(opened.store.root, progress, result)
+
+
+def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
+    """The saved run in ``directory`` as a :class:`RunResult` (from ``progress.json`` and
+    ``metrics.json``, no data loaded), and the files that fail their checksum or are missing.
+
+    Raises:
+        PearlError: not a run directory, no task learned yet, or ``config.yaml``,
+            ``progress.json`` or ``metrics.json`` corrupt.
+    """
+    opened = open_run(directory)
+    if opened.progress is None or not opened.progress.learned:
+        raise PearlError(f"{directory} has no task learned yet")
+    result = json.loads(opened.store.read_verified("metrics.json"))
+    return _result(opened.store.root, opened.progress, result), opened.store.verify()
+
+
+def _result(directory: Path, progress: Progress, result: dict[str, Any]) -> RunResult:
+    return RunResult(directory, progress.accuracy(), progress.routing(), progress.records, result)
 
 
 def benchmark_for(config: RunConfig) -> Benchmark:
@@ -194,44 +300,73 @@ def benchmark_for(config: RunConfig) -> Benchmark:
                           d.train_per_task, d.test_per_task)
 
 
-def _run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | None) -> RunResult:
-    torch.manual_seed(config.seed)
-    peak_is_per_run = metrics.reset_peak_rss()
-    bench = benchmark_for(config)
-    directory = Path(config.out) if config.out else default_run_dir(config)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        what = "is a file" if not directory.is_dir() else "already exists and is not empty"
-        raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR")
-    store = RunStore(directory)
-    config = dataclasses.replace(config, out=str(directory))
-    store.write_text("config.yaml", save_config(config))
-    learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
-    n = len(bench.tasks)
-    scenario = bench.spec.scenario
-    correct = {SCENARIO: np.zeros((n, n), dtype=np.int64), scenario: np.zeros((n, n), dtype=np.int64)}
-    routed = np.zeros((n, n), dtype=np.int64)
-    totals = np.array([len(t.test_y) for t in bench.tasks])
-    seconds: list[float] = []
-    result: dict[str, Any] = {}
-    for i, task in enumerate(bench.tasks):
+def _guard(config: RunConfig, record: TaskRecord) -> str | None:
+    """Why ``record``'s task fails the validation guard, or None when it passes."""
+    floor = config.guard.min_val_accuracy
+    if floor is not None and not record.val_accuracy >= floor:
+        return f"validation accuracy {record.val_accuracy:.2f}% is below guard.min_val_accuracy={floor:g}"
+    return None
+
+
+def _attempt(learner, task: TaskData, seed: int, rank_factor: int) -> str | None:
+    """Learn ``task``; the reason it failed (loss or guard), or None."""
+    try:
+        record = learner.learn(task, seed, rank_factor=rank_factor) if rank_factor > 1 else learner.learn(task, seed)
+    except TrainingError as exc:
+        return str(exc)
+    return _guard(learner.config, record)
+
+
+def _learn_guarded(config: RunConfig, bench: Benchmark, store: RunStore, learner, progress: Progress, i: int):
+    """Learn task ``i`` under the guard; returns the learner that holds it.
+
+    A failed attempt is rolled back by rebuilding the learner from the run directory (tasks
+    before ``i``, untouched on disk); a method with ranks then retries once with its ranks times
+    ``guard.rank_factor`` when ``guard.retry`` is set.
+
+    Raises:
+        TrainingError: the task failed (and its retry failed); the learner was rolled back.
+    """
+    task, seed = bench.tasks[i], _task_seed(config, i)
+    failure = _attempt(learner, task, seed, 1)
+    if failure is None:
+        return learner
+    learner = load_learner(config, bench, store, progress)
+    if config.guard.retry and learner.has_ranks and i > 0:  # the reference task has no ranks to enlarge
+        second = _attempt(learner, task, seed, config.guard.rank_factor)
+        if second is None:
+            learner.records[-1].note = f"first attempt failed ({failure}); retried with ranks x{config.guard.rank_factor}"
+            return learner
+        failure = f"{failure}; the retry with ranks x{config.guard.rank_factor} failed too: {second}"
+    raise TrainingError(f"{task.name} failed and was rolled back: {failure}. {store.root} keeps the {i} task(s) "
+                        f"learned before it; change the config and start again, or pearl-cl run --resume {store.root} "
+                        f"after fixing the cause")
+
+
+def _learn(config: RunConfig, bench: Benchmark, store: RunStore, learner, progress: Progress,
+           on_task: Callable[[TaskRecord, np.ndarray], None] | None, peak_is_per_run: bool) -> RunResult:
+    """Learn the tasks after ``progress.learned``, evaluating and writing after each."""
+    result: dict[str, Any] = json.loads(store.read_verified("metrics.json")) if progress.learned else {}
+    for i in range(progress.learned, len(bench.tasks)):
         start = time.perf_counter()
         try:
-            learner.learn(task, _task_seed(config, i))
-        except PearlError as exc:
-            raise type(exc)(f"{exc}. {directory} keeps the {i} task(s) learned before {task.name}") from exc
+            learner = _learn_guarded(config, bench, store, learner, progress, i)
+        except PearlError:
+            _write(store, config, bench.source, progress, learner, peak_is_per_run,
+                   status=f"failed at {bench.tasks[i].name}: {progress.learned} of {len(bench.tasks)} tasks learned")
+            raise
         for j, seen in enumerate(bench.tasks[: i + 1]):
-            correct[SCENARIO][i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
-            correct[scenario][i, j], routed[i, j] = routed_counts(learner, seen, j)
-        seconds.append(time.perf_counter() - start)
-        store.write_tensors(f"tasks/{task.name}.safetensors", learner.task_tensors(task.name), {"task": task.name})
-        accs = {k: metrics.accuracy_matrix(c[: i + 1, : i + 1], totals[: i + 1]) for k, c in correct.items()}
-        routing = metrics.accuracy_matrix(routed[: i + 1, : i + 1], totals[: i + 1])
-        if not learner.identifies_tasks:
-            routing[:] = np.nan
-        result = _write(store, config, bench, accs, routing, learner, seconds, peak_is_per_run)
+            progress.correct[SCENARIO][i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
+            progress.correct[progress.scenario][i, j], progress.routed[i, j] = routed_counts(learner, seen, j)
+        progress.seconds.append(time.perf_counter() - start)
+        progress.records.append(learner.records[-1])
+        progress.identifies_tasks = learner.identifies_tasks
+        store.write_tensors(f"tasks/{bench.tasks[i].name}.safetensors", learner.task_tensors(bench.tasks[i].name),
+                            {"task": bench.tasks[i].name})
+        result = _write(store, config, bench.source, progress, learner, peak_is_per_run)
         if on_task is not None:
-            on_task(learner.records[-1], accs[SCENARIO])
-    return RunResult(directory, accs, routing, learner.records, result)
+            on_task(learner.records[-1], progress.accuracy()[SCENARIO])
+    return _result(store.root, progress, result)
 
 
 def routed_counts(learner, task: TaskData, index: int, router: str | None = None) -> tuple[int, int]:

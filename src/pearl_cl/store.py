@@ -79,12 +79,18 @@ class RunStore:
         path = self.root / relative
         try:
             atomic_write_bytes(path, data)
-            self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
-            body = json.dumps({"files": dict(sorted(self.files.items()))}, indent=2).encode()
-            atomic_write_bytes(self.root / MANIFEST, body)
         except OSError as exc:
             raise PearlError(f"cannot write {path}: {exc.strerror}; check that {self.root} is writable or choose --out DIR") from exc
+        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+        self._write_manifest()
         return path
+
+    def _write_manifest(self) -> None:
+        body = json.dumps({"files": dict(sorted(self.files.items()))}, indent=2).encode()
+        try:
+            atomic_write_bytes(self.root / MANIFEST, body)
+        except OSError as exc:
+            raise PearlError(f"cannot write {self.root / MANIFEST}: {exc.strerror}; check that {self.root} is writable") from exc
 
     def write_text(self, relative: str, text: str) -> Path:
         """Write UTF-8 ``text`` (see :meth:`write_bytes`)."""
@@ -106,6 +112,17 @@ class RunStore:
         """Write ``tensors`` as a safetensors file (see :meth:`write_bytes`)."""
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         return self.write_bytes(relative, save_safetensors(contiguous, metadata=metadata))
+
+    def delete(self, relative: str) -> None:
+        """Remove ``root/relative`` from the manifest (written first), then from disk.
+
+        Raises:
+            PearlError: the manifest cannot be written (names the fix).
+        """
+        if relative in self.files:
+            del self.files[relative]
+            self._write_manifest()
+        (self.root / relative).unlink(missing_ok=True)
 
     def read_tensors(self, relative: str) -> dict[str, torch.Tensor]:
         """Read a safetensors file after checking its checksum against the manifest.

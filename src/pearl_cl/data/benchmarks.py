@@ -30,7 +30,8 @@ class BenchmarkSpec:
     ``mean`` and ``std`` (per channel, on pixels scaled to [0, 1]) normalise the images.
     ``scenario`` is how the benchmark is evaluated without task labels: ``class-il`` (disjoint
     classes) or ``domain-il`` (one shared label set). ``shift`` is what tells domain-IL tasks
-    apart: ``permute`` or ``rotate`` (``none`` for class splits).
+    apart: ``permute`` or ``rotate`` (``none`` for class splits). ``task_classes``, when given
+    (a user-defined benchmark), lists each task's classes and replaces the even split.
     """
 
     name: str
@@ -41,14 +42,68 @@ class BenchmarkSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     shift: str = "none"
+    task_classes: tuple[tuple[int, ...], ...] = ()
 
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", (0.1307,), (0.3081,)),
-    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", (0.2860,), (0.3530,)),
-    "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", (0.1307,), (0.3081,), "permute"),
-    "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", (0.1307,), (0.3081,), "rotate"),
+# per dataset: number of classes, and mean and std of its training pixels scaled to [0, 1]
+DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": (10, (0.1307,), (0.3081,)),
+    "fashion-mnist": (10, (0.2860,), (0.3530,)),
 }
+_MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST),
+    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION),
+    "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"),
+    "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"),
+}
+BENCHMARK_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+def benchmark_spec(name: str) -> BenchmarkSpec:
+    """The spec of a built-in benchmark, or of a user-defined one in a YAML file::
+
+        dataset: mnist            # a dataset of pearl_cl.data.sources.DATASETS
+        tasks: [[0, 1, 2], [3, 4], [5, 6, 7, 8, 9]]   # each task's classes, disjoint (class-IL)
+
+    Raises:
+        ConfigError: unknown name, unreadable file, unknown dataset, a task with no classes, a
+            class outside the dataset's labels, or a class in two tasks (names the file and the fix).
+    """
+    if not name.endswith(BENCHMARK_FILE_SUFFIXES):
+        if name not in BENCHMARKS:
+            raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}, "
+                              f"or give a YAML file of tasks")
+        return BENCHMARKS[name]
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(name).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read benchmark file {name}: {exc}") from exc
+    if not isinstance(data, dict) or set(data) != {"dataset", "tasks"}:
+        raise ConfigError(f"benchmark file {name} must hold exactly the keys dataset and tasks, e.g. "
+                          f"dataset: mnist / tasks: [[0, 1], [2, 3]]")
+    dataset, tasks = data["dataset"], data["tasks"]
+    if dataset not in DATASET_FACTS:
+        raise ConfigError(f"benchmark file {name}: unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_FACTS)}")
+    n_classes, mean, std = DATASET_FACTS[dataset]
+    if not isinstance(tasks, list) or not tasks:
+        raise ConfigError(f"benchmark file {name}: tasks must be a non-empty list of class lists, e.g. [[0, 1], [2, 3]]")
+    owner: dict[int, int] = {}
+    for t, classes in enumerate(tasks, start=1):
+        if not isinstance(classes, list) or not classes:
+            raise ConfigError(f"benchmark file {name}: task {t} lists no classes; give every task at least one class")
+        for c in classes:
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes:
+                raise ConfigError(f"benchmark file {name}: class {c!r} of task {t} is not a label of {dataset} "
+                                  f"(0 to {n_classes - 1})")
+            if c in owner:
+                raise ConfigError(f"benchmark file {name}: class {c} is in task {owner[c]} and task {t}; "
+                                  f"class-incremental tasks need disjoint classes")
+            owner[c] = t
+    return BenchmarkSpec(Path(name).stem, dataset, len(tasks), 0, "class-il", mean, std,
+                         task_classes=tuple(tuple(c) for c in tasks))
 ROTATION_STEP = 45.0  # degrees between rotated-mnist tasks
 
 
@@ -115,7 +170,8 @@ class Benchmark:
         return max(max(t.classes) for t in self.tasks) + 1
 
 
-def _normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
+def normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
+    """``(N, C, H, W)`` pixels in [0, 255] (any dtype) → float32 standardised with ``spec``'s mean and std."""
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean) / std
@@ -160,14 +216,14 @@ def split_tasks(
     tasks = []
     for t in range(spec.n_tasks):
         first = 0 if domain else t * spec.classes_per_task
-        classes = tuple(int(c) for c in order[first : first + spec.classes_per_task])
+        classes = spec.task_classes[t] if spec.task_classes else tuple(int(c) for c in order[first : first + spec.classes_per_task])
         lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(len(classes))
 
         def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[torch.Tensor, torch.Tensor]:
             idx = torch.nonzero(lookup[y] >= 0).squeeze(1)
             idx = idx[_take(len(idx), cap, generator)].sort().values
-            return _normalise(shift_images(x[idx], spec, t, seed), spec), lookup[y[idx]]
+            return normalise(shift_images(x[idx], spec, t, seed), spec), lookup[y[idx]]
 
         train_x, train_y = select(images.train_images, images.train_labels, train_per_task)
         n_val = int(round(val_fraction * len(train_y)))
@@ -196,9 +252,7 @@ def make_benchmark(
         ConfigError: unknown benchmark name.
         DataError: the dataset cannot be found (see :mod:`pearl_cl.data.sources`).
     """
-    if name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}")
-    spec = BENCHMARKS[name]
+    spec = benchmark_spec(name)
     images = DATASETS[spec.dataset](data_root=data_root, download=download)
     tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task)
     return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source)

@@ -53,6 +53,28 @@ class TaskBranches:
         ``(N,)`` local labels."""
         return count_correct(self.model, lambda xb: self.model(xb, task), x, y)
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N,)`` global classes, ``(N,)`` task indices and ``(N,)`` confidences (softmax
+        probability of the class, in [0, 1]) for ``x`` ``(N, C, H, W)``: through task ``task``'s
+        branch (Task-IL) or, without it, the branch the router picks.
+
+        Raises:
+            KeyError: ``task`` was not learned (names the learned ones).
+        """
+        names = [r.task for r in self.records]
+        if task is not None and task not in names:
+            raise KeyError(f"task {task!r} was not learned; learned: {', '.join(names)}")
+        self.model.eval()
+        chosen = torch.full((len(x),), names.index(task)) if task is not None else self.route(x)[1]
+        classes, confidence = torch.empty(len(x), dtype=torch.long), torch.empty(len(x))
+        for t in chosen.unique().tolist():
+            idx = torch.nonzero(chosen == t).squeeze(1)
+            probs = torch.softmax(self.model(x[idx], names[t]), dim=1)
+            confidence[idx], local = probs.max(dim=1)
+            classes[idx] = torch.tensor(self.records[t].classes)[local]
+        return classes, chosen, confidence
+
     def route(self, x: torch.Tensor, true_task: torch.Tensor | None = None, router: str | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class-/domain-IL: ``(N,)`` predicted global classes and ``(N,)`` chosen task indices

@@ -48,10 +48,18 @@ class LwF(SingleHead):
         kl = nn.functional.kl_div(current, self.targets(xb), reduction="batchmean")
         return self.config.baselines.lwf_alpha * t * t * kl
 
-    def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
-        """Freeze a copy of the network and remember the units active now."""
+    def _freeze(self) -> None:
+        """Keep a frozen copy of the network and the units active now."""
         self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.previous_units = self._units()
+
+    def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
+        """Freeze a copy of the network as it is after ``task``."""
+        self._freeze()
+
+    def restore_state(self, task: TaskData, tensors: dict[str, torch.Tensor]) -> None:
+        """The frozen copy is the network restored from ``task``'s file."""
+        self._freeze()
 
     def state_numbers(self) -> int:
         """The frozen previous network's parameters."""

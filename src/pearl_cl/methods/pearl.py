@@ -14,17 +14,18 @@ from __future__ import annotations
 import time
 
 import torch
-from peft import get_peft_model_state_dict
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
 from pearl_cl.backbones import adaptable_layers, build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
-from pearl_cl.methods.record import TaskRecord, parameter_counts
+from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.model import ContinualModel
 from pearl_cl.probe import run_probe
-from pearl_cl.rank import RankRule, allocate_ranks
+from pearl_cl.rank import LayerRank, RankRule, allocate_ranks
+from pearl_cl.routing import TaskStatistics
 from pearl_cl.training import FitStats, fit
 
 
@@ -70,19 +71,24 @@ class Pearl(TaskBranches):
         """Parameter count of the backbone (W_ref), without heads or adapters."""
         return _parameter_counts(task_parameters(self.model, self.model.reference_task))["backbone"]
 
-    def learn(self, task: TaskData, seed: int) -> TaskRecord:
+    has_ranks = True  # a failed task can be retried with larger ranks
+
+    def learn(self, task: TaskData, seed: int, rank_factor: int = 1) -> TaskRecord:
         """Learn ``task``; the first task learned is the reference task. Returns its record.
+
+        ``rank_factor`` > 1 multiplies every rank the rule chose (a layer of rank 0 gets rank 1),
+        within the layer's shape: the retry of a task that failed its validation guard.
 
         Raises:
             TrainingError: the loss became NaN or infinite. The failed task's adapter and head
-                stay in the model (rolling them back is not implemented yet); earlier tasks are
-                untouched.
+                stay in the model; the runner rebuilds the learner from the run directory
+                (:mod:`pearl_cl.restore`), which holds the earlier tasks unchanged.
         """
         torch.manual_seed(seed)
         if not self.records:
             record = self._learn_reference(task, seed)
         else:
-            record = self._learn_adapter(task, seed)
+            record = self._learn_adapter(task, seed, rank_factor)
         return self.finish_task(task, record)
 
     def _fit(self, task: TaskData, epochs: str, lr: str, seed: int, phase: str) -> tuple[dict, FitStats]:
@@ -100,7 +106,7 @@ class Pearl(TaskBranches):
         return TaskRecord(task.name, task.classes, True, {}, _parameter_counts(params),
                           {"probe": 0.0, "rank": 0.0, "train": stats.seconds}, stats.final_loss)
 
-    def _learn_adapter(self, task: TaskData, seed: int) -> TaskRecord:
+    def _learn_adapter(self, task: TaskData, seed: int, rank_factor: int) -> TaskRecord:
         cfg = self.config.pearl
         start = time.perf_counter()
         reference = reference_copy(self.model)
@@ -108,12 +114,34 @@ class Pearl(TaskBranches):
         probed = time.perf_counter()
         weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
         ranks = allocate_ranks(deltas, weights, self.rule)
+        if rank_factor > 1:
+            ranks = {n: LayerRank(n, r.shape, r.proximity, min(max(r.rank * rank_factor, 1), *r.shape)) for n, r in ranks.items()}
         ranked = time.perf_counter()
         add_task_adapter(self.model, task.name, {name: r.rank for name, r in ranks.items()}, cfg.init, deltas)
         self.model.add_head(task.name, len(task.classes))
         params, stats = self._fit(task, "train.epochs", "train.adapter_lr", seed, "adapter")
         return TaskRecord(task.name, task.classes, False, ranks, _parameter_counts(params),
                           {"probe": probed - start, "rank": ranked - probed, "train": stats.seconds}, stats.final_loss)
+
+    def restore(self, task: TaskData, tensors: dict[str, torch.Tensor], record: TaskRecord) -> None:
+        """Rebuild ``task``'s branch from its saved tensors (:meth:`task_tensors`) and record,
+        exactly as learning left it; tasks are restored in learning order.
+
+        Raises:
+            KeyError, RuntimeError: the tensors do not fit the branch (a file from another run).
+        """
+        self.model.add_head(task.name, len(task.classes)).load_state_dict(prefixed(tensors, "head."))
+        if record.reference:
+            self.model.reference_task = task.name
+            self.model.backbone.load_state_dict(prefixed(tensors, "backbone."))
+            self.model.backbone.requires_grad_(False)
+        else:
+            add_task_adapter(self.model, task.name, {name: r.rank for name, r in record.ranks.items()}, "zero")
+            result = set_peft_model_state_dict(self.model.peft, prefixed(tensors, "adapter."), adapter_name=task.name)
+            if result.unexpected_keys:
+                raise KeyError(f"{task.name}: saved adapter tensors the model does not have: {result.unexpected_keys[:3]}")
+        self.statistics[task.name] = TaskStatistics.from_tensors(tensors)
+        self.records.append(record)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """Every tensor that belongs to task ``task``, for its safetensors file.

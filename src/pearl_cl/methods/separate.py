@@ -16,7 +16,8 @@ from pearl_cl.backbones import build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
-from pearl_cl.methods.record import TaskRecord, parameter_counts
+from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
+from pearl_cl.routing import TaskStatistics
 from pearl_cl.training import fit
 
 
@@ -61,6 +62,17 @@ class SeparateNetworks(TaskBranches):
         """Parameter count of one backbone, without its head."""
         return sum(p.numel() for p in next(iter(self.model.nets.values())).parameters())
 
+    has_ranks = False
+
+    def _add(self, task: TaskData) -> tuple[nn.Module, nn.Linear]:
+        """A fresh network and head for ``task`` (the first one is the reference branch)."""
+        net = build_backbone(self.config.backbone.name, self.image_shape, self.config.backbone.width)
+        head = nn.Linear(net.feature_dim, len(task.classes))
+        self.model.nets[task.name], self.model.heads[task.name] = net, head
+        if not self.records:
+            self.model.reference_task = task.name
+        return net, head
+
     def learn(self, task: TaskData, seed: int) -> TaskRecord:
         """Train a new network and head on ``task`` alone. Returns its record.
 
@@ -69,21 +81,25 @@ class SeparateNetworks(TaskBranches):
         """
         torch.manual_seed(seed)
         first = not self.records
-        net = build_backbone(self.config.backbone.name, self.image_shape, self.config.backbone.width)
-        head = nn.Linear(net.feature_dim, len(task.classes))
-        self.model.nets[task.name], self.model.heads[task.name] = net, head
-        if first:
-            self.model.reference_task = task.name
+        net, head = self._add(task)
         keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
         stats = fit(self.model, lambda xb: self.model(xb, task.name), [*net.parameters(), *head.parameters()],
                     task.train_x, task.train_y, self.config.fit_settings(*keys), seed, desc=f"{task.name} separate")
-        net.requires_grad_(False)
-        head.requires_grad_(False)
+        self.model.requires_grad_(False)
         counts = parameter_counts(backbone=sum(p.numel() for p in net.parameters()),
                                   head=sum(p.numel() for p in head.parameters()))
         record = TaskRecord(task.name, task.classes, first, {}, counts, {"probe": 0.0, "rank": 0.0, "train": stats.seconds},
                             stats.final_loss)
         return self.finish_task(task, record)
+
+    def restore(self, task: TaskData, tensors: dict[str, torch.Tensor], record: TaskRecord) -> None:
+        """Rebuild ``task``'s network, head and router statistics from its saved tensors."""
+        net, head = self._add(task)
+        net.load_state_dict(prefixed(tensors, "backbone."))
+        head.load_state_dict(prefixed(tensors, "head."))
+        self.model.requires_grad_(False)
+        self.statistics[task.name] = TaskStatistics.from_tensors(tensors)
+        self.records.append(record)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """Task ``task``'s network (``backbone.*``), head (``head.*``) and router statistics (``router.*``)."""

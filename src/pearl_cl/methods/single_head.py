@@ -24,7 +24,7 @@ from torch import nn
 from pearl_cl.backbones import build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.methods.record import TaskRecord, parameter_counts
+from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.metrics import task_accuracy
 from pearl_cl.training import EVAL_BATCH, count_correct, fit
 
@@ -67,6 +67,7 @@ class SingleHead:
 
     name = "single-head"
     router_name = "none: arg-max over one head"
+    has_ranks = False
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     after_step: Callable[[], None] | None = None
 
@@ -114,6 +115,26 @@ class SingleHead:
         """The method's own state (Fisher, importances, …) for the task file."""
         return {}
 
+    def restore_state(self, task: TaskData, tensors: dict[str, torch.Tensor]) -> None:
+        """Set the method's own state from ``task``'s file, as :meth:`end_task` left it."""
+
+    def _activate(self, task: TaskData) -> list[int]:
+        """Activate ``task``'s classes; returns the newly activated ones."""
+        new = [c for c in task.classes if c not in self.active]
+        if len(new) < len(task.classes):
+            self.identifies_tasks = False
+        self.active += new
+        self.task_classes[task.name] = task.classes
+        return new
+
+    def restore(self, task: TaskData, tensors: dict[str, torch.Tensor], record: TaskRecord) -> None:
+        """Set the network and the method's state to what they were after ``task`` (tasks are
+        restored in learning order, each from its own file)."""
+        self._activate(task)
+        self.net.load_state_dict(prefixed(tensors, "model."))
+        self.restore_state(task, tensors)
+        self.records.append(record)
+
     def learn(self, task: TaskData, seed: int) -> TaskRecord:
         """Activate ``task``'s classes and train the whole network on :meth:`training_data`.
 
@@ -125,11 +146,7 @@ class SingleHead:
         """
         torch.manual_seed(seed)
         first = not self.records
-        new = [c for c in task.classes if c not in self.active]
-        if len(new) < len(task.classes):
-            self.identifies_tasks = False
-        self.active += new
-        self.task_classes[task.name] = task.classes
+        new = self._activate(task)
         self.begin_task(task)
         x, labels = self.training_data(task)
         targets = self.unit_targets(labels)
@@ -152,6 +169,31 @@ class SingleHead:
         return count_correct(self.net, lambda xb: self.net(xb)[:, units], x, y)
 
     @torch.no_grad()
+    def predict(self, x: torch.Tensor, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N,)`` global classes, ``(N,)`` task indices (−1 when tasks share classes) and
+        ``(N,)`` softmax confidences in [0, 1] for ``x`` ``(N, C, H, W)``: over task ``task``'s
+        units (Task-IL) or over every active unit.
+
+        Raises:
+            KeyError: ``task`` was not learned (names the learned ones).
+        """
+        if task is not None and task not in self.task_classes:
+            raise KeyError(f"task {task!r} was not learned; learned: {', '.join(self.task_classes)}")
+        self.net.eval()
+        units = torch.tensor(self.task_classes[task] if task is not None else self.active)
+        confidence, index = torch.softmax(self.net(x)[:, units], dim=1).max(dim=1)
+        classes = units[index]
+        return classes, self._owner()[classes], confidence
+
+    def _owner(self) -> torch.Tensor:
+        """Global class → index of the task it belongs to (−1 when tasks share classes)."""
+        owner = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
+        if self.identifies_tasks:
+            for t, record in enumerate(self.records):
+                owner[list(record.classes)] = t
+        return owner
+
+    @torch.no_grad()
     def route(self, x: torch.Tensor, true_task: torch.Tensor | None = None, router: str | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class-/domain-IL: ``(N,)`` arg-max global class over the active units, and ``(N,)``
@@ -160,11 +202,7 @@ class SingleHead:
         self.net.eval()
         units = self._units()
         pred = torch.cat([units[self.active_logits(x[s : s + EVAL_BATCH]).argmax(1)] for s in range(0, len(x), EVAL_BATCH)])
-        owner = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
-        if self.identifies_tasks:
-            for t, record in enumerate(self.records):
-                owner[list(record.classes)] = t
-        return pred, owner[pred]
+        return pred, self._owner()[pred]
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """The whole network after task ``task`` (``model.*``: backbone and head) and the
@@ -204,3 +242,8 @@ class AnchoredPenalty(SingleHead):
         """``<prefix>.importance.*`` and ``<prefix>.anchor.*`` per parameter name."""
         return {**{f"{self.state_prefix}.importance.{k}": v for k, v in self.importance.items()},
                 **{f"{self.state_prefix}.anchor.{k}": v for k, v in self.anchor.items()}}
+
+    def restore_state(self, task: TaskData, tensors: dict[str, torch.Tensor]) -> None:
+        """The importance and anchor saved after ``task``."""
+        self.importance = prefixed(tensors, f"{self.state_prefix}.importance.")
+        self.anchor = prefixed(tensors, f"{self.state_prefix}.anchor.")

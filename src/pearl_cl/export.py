@@ -1,0 +1,81 @@
+"""Export one task of a PEARL or LoRA run as a PEFT adapter directory (our design;
+``pearl-cl export``).
+
+The directory holds PEFT's own ``adapter_config.json`` and ``adapter_model.safetensors`` (the
+task's LoRA factors and BatchNorm copies), so ``peft.PeftModel.from_pretrained(backbone, DIR)``
+loads it onto the backbone; next to them ``backbone.safetensors`` (the reference weights W_ref
+to build that backbone from), ``head.safetensors`` (the task's head) and ``export.json`` (how to
+build the backbone, the task's classes and normalisation, SHA-256 of every file). It is built
+in a temporary folder beside the target and renamed into place, so it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from pearl_cl.adapters import reference_copy
+from pearl_cl.errors import PearlError
+from pearl_cl.restore import load_learner, open_run
+from pearl_cl.runner import benchmark_for
+from pearl_cl.store import sha256
+
+FORMATS = ("peft",)
+ADAPTER_METHODS = ("pearl", "lora")
+
+
+def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft") -> Path:
+    """Write task ``task`` (1-based, a task with an adapter) of the run in ``directory`` to the
+    new directory ``out``; returns it.
+
+    Raises:
+        PearlError: unknown format, a method without adapters, the reference task, a task not
+            learned, ``out`` already there, or a missing or corrupt run file.
+    """
+    if fmt not in FORMATS:
+        raise PearlError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    opened = open_run(directory)
+    config = opened.config
+    if config.method not in ADAPTER_METHODS:
+        raise PearlError(f"{directory} is a {config.method} run; only {' and '.join(ADAPTER_METHODS)} runs have PEFT adapters")
+    records = opened.progress.records if opened.progress else []
+    name = f"task{task}"
+    record = next((r for r in records if r.task == name), None)
+    if record is None:
+        raise PearlError(f"--task {task}: the run learned tasks 1 to {len(records)}")
+    if record.reference:
+        raise PearlError(f"{name} is the reference task: it has no adapter (its weights are the backbone.safetensors "
+                         f"of any other task's export); choose --task 2 or later")
+    target = Path(out)
+    if target.exists():
+        raise PearlError(f"{target} already exists; choose a new --out directory")
+    bench = benchmark_for(config)
+    learner = load_learner(config, bench, opened.store, opened.progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        learner.model.peft.save_pretrained(staging / "peft", selected_adapters=[name])
+        for file in (staging / "peft" / name).iterdir():
+            file.rename(staging / file.name)
+        shutil.rmtree(staging / "peft")
+        save_file({k: v.contiguous() for k, v in reference_copy(learner.model).state_dict().items()},
+                  str(staging / "backbone.safetensors"))
+        save_file({k: v.contiguous() for k, v in learner.model.heads[name].state_dict().items()}, str(staging / "head.safetensors"))
+        files = {f.name: sha256(f.read_bytes()) for f in sorted(staging.iterdir())}
+        manifest = {"task": name, "classes": list(record.classes), "adapter_name": name,
+                    "backbone": {"name": config.backbone.name, "width": config.backbone.width,
+                                 "image_shape": list(bench.image_shape)},
+                    "normalise": {"mean": list(bench.spec.mean), "std": list(bench.spec.std), "pixels": "scaled to [0, 1] first"},
+                    "load": "PeftModel.from_pretrained(build_backbone(name, image_shape, width) with backbone.safetensors "
+                            "loaded, DIR, adapter_name=task); logits = head(features)",
+                    "sha256": files}
+        (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,104 @@
+"""Predict the class of image files with a saved run (our design; ``pearl-cl predict``).
+
+Images are read as they are, never resized or converted: PNG and JPEG through Pillow, ``.npy``
+arrays (``(H, W)``, ``(C, H, W)`` or ``(H, W, C)``; uint8 in 0–255 or floats in
+[0, 1]). An image whose channels or size differ from the benchmark's is an error that says what
+the run expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pearl_cl.data.benchmarks import normalise
+from pearl_cl.errors import DataError, PearlError
+from pearl_cl.restore import load_learner, open_run
+from pearl_cl.runner import benchmark_for
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The image at ``path`` as a float32 ``(C, H, W)`` tensor of pixels in [0, 255].
+
+    Raises:
+        DataError: unreadable file, unknown format, wrong channels or size (names the file, what
+            the run expects, and how to fix it).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: unknown image format {suffix or '(no suffix)'!r}; give PNG, JPEG or .npy files")
+    try:
+        if suffix == ".npy":
+            image = _from_array(np.load(path, allow_pickle=False))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as opened:
+                image = _from_array(np.asarray(opened))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the image ({exc}); check that the file is a valid {suffix[1:].upper()}") from exc
+    c, h, w = shape
+    if image.shape[0] != c:
+        kind = "grayscale" if c == 1 else f"{c}-channel"
+        raise DataError(f"{path} has {image.shape[0]} channel(s); this run's benchmark takes {kind} {h}x{w} images: "
+                        f"convert it (e.g. PIL's Image.convert('L') for grayscale)")
+    if tuple(image.shape[1:]) != (h, w):
+        raise DataError(f"{path} is {image.shape[2]}x{image.shape[1]} pixels; this run's benchmark takes {w}x{h}: "
+                        f"resize it first")
+    return image
+
+
+def _from_array(array: np.ndarray) -> torch.Tensor:
+    """An image array ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` → ``(C, H, W)`` float pixels in
+    [0, 255] (uint8 kept as is, floats in [0, 1] scaled)."""
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[0] not in (1, 3, 4) and array.shape[-1] in (1, 3, 4):
+        array = np.moveaxis(array, -1, 0)
+    if array.ndim != 3:
+        raise ValueError(f"array of shape {array.shape}; give (H, W), (C, H, W) or (H, W, C)")
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32))
+    if not np.issubdtype(array.dtype, np.floating) or array.size and not (0.0 <= array.min() and array.max() <= 1.0):
+        raise ValueError(f"pixels of dtype {array.dtype} outside [0, 1]; give uint8 in 0-255 or floats in [0, 1]")
+    return torch.from_numpy(array.astype(np.float32) * 255.0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction: global ``label``, the ``task`` whose branch or classes gave it
+    (None when tasks share classes), and ``confidence`` in % (softmax probability)."""
+
+    path: str
+    label: int
+    task: str | None
+    confidence: float
+
+
+def predict(directory: str | Path, paths: list[str], task: int | None = None) -> list[Prediction]:
+    """Predict every image of ``paths`` with the run in ``directory``: Task-IL through task
+    ``task`` (1-based) when given, else without a task label (the run's router or single head).
+
+    Raises:
+        PearlError: not a run directory, a missing or corrupt file, an unknown task, or a bad
+            image (:func:`read_image`).
+    """
+    opened = open_run(directory)
+    if opened.progress is None or not opened.progress.learned:
+        raise PearlError(f"{directory} has no task learned yet; nothing to predict with")
+    names = [r.task for r in opened.progress.records]
+    name = None if task is None else f"task{task}"
+    if name is not None and name not in names:
+        raise PearlError(f"--task {task}: the run learned tasks 1 to {len(names)}")
+    bench = benchmark_for(opened.config)
+    images = torch.stack([read_image(p, bench.image_shape) for p in paths])
+    learner = load_learner(opened.config, bench, opened.store, opened.progress)
+    labels, tasks, confidence = learner.predict(normalise(images, bench.spec), name)
+    return [Prediction(str(p), int(label), names[int(t)] if t >= 0 else None, 100.0 * float(c))
+            for p, label, t, c in zip(paths, labels, tasks, confidence)]

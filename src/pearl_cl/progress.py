@@ -1,0 +1,99 @@
+"""What a run has done so far, as counts: the state a resume, rollback or inspect starts from.
+
+Our design. ``progress.json`` is the commit point of a run directory: it is written last after
+each task, so the tasks it lists have every file on disk. It holds the correct-prediction
+counts behind the accuracy matrices (exact, unlike the rounded CSVs), the test-set sizes, the
+seconds per task and the task records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pearl_cl import metrics
+from pearl_cl.methods.record import TaskRecord
+
+SCENARIO = "task-il"  # the scenario with task labels; the other is the benchmark's class-il or domain-il
+PROGRESS = "progress.json"
+
+
+@dataclass
+class Progress:
+    """Counts of a run of T tasks after ``learned`` of them.
+
+    Attributes:
+        scenario: the benchmark's scenario without task labels (``class-il`` or ``domain-il``).
+        correct: scenario (``task-il`` and ``scenario``) → ``(T, T)`` int64, correct predictions
+            on task j's test set after learning task i (row i filled once task i is learned).
+        routed: ``(T, T)`` int64, test images of task j routed to task j after task i.
+        totals: ``(T,)`` test images per task.
+        seconds: wall seconds of each learned task (learning and evaluation).
+        records: the learned tasks' records.
+        identifies_tasks: whether the method picks a task per image (else routing is undefined).
+    """
+
+    scenario: str
+    correct: dict[str, np.ndarray]
+    routed: np.ndarray
+    totals: np.ndarray
+    seconds: list[float]
+    records: list[TaskRecord]
+    identifies_tasks: bool = True
+
+    @classmethod
+    def start(cls, scenario: str, totals: list[int]) -> Progress:
+        """Nothing learned yet, for tasks with ``totals`` test images each."""
+        n = len(totals)
+        task_il, routed_il, routed = (np.zeros((n, n), dtype=np.int64) for _ in range(3))
+        return cls(scenario, {SCENARIO: task_il, scenario: routed_il}, routed, np.array(totals, dtype=np.int64), [], [])
+
+    @property
+    def learned(self) -> int:
+        """Number of tasks learned."""
+        return len(self.seconds)
+
+    def accuracy(self) -> dict[str, np.ndarray]:
+        """Scenario → ``(k, k)`` accuracy matrix in % over the k tasks learned (NaN above the diagonal)."""
+        k = self.learned
+        return {name: metrics.accuracy_matrix(c[:k, :k], self.totals[:k]) for name, c in self.correct.items()}
+
+    def routing(self) -> np.ndarray:
+        """``(k, k)`` routing accuracy in %; all NaN when the method does not identify tasks."""
+        k = self.learned
+        acc = metrics.accuracy_matrix(self.routed[:k, :k], self.totals[:k])
+        if not self.identifies_tasks:
+            acc[:] = np.nan
+        return acc
+
+    def truncated(self, k: int) -> Progress:
+        """The progress as it was after the first ``k`` tasks (rows of later tasks zeroed)."""
+        def cut(a: np.ndarray) -> np.ndarray:
+            out = a.copy()
+            out[k:] = 0
+            return out
+        return Progress(self.scenario, {n: cut(c) for n, c in self.correct.items()}, cut(self.routed), self.totals.copy(),
+                        self.seconds[:k], self.records[:k], self.identifies_tasks)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (read back by :meth:`from_json`)."""
+        return {"tasks_learned": self.learned, "scenario": self.scenario,
+                "correct": {n: c.tolist() for n, c in self.correct.items()}, "routed": self.routed.tolist(),
+                "totals": self.totals.tolist(), "seconds": self.seconds, "identifies_tasks": self.identifies_tasks,
+                "records": [r.to_dict() for r in self.records]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            KeyError, TypeError, ValueError: ``data`` is not a progress file.
+        """
+        records = [TaskRecord.from_dict(r) for r in data["records"]]
+        if len(records) != len(data["seconds"]) or len(records) != data["tasks_learned"]:
+            raise ValueError("progress lists a different number of records, seconds and tasks learned")
+        return cls(data["scenario"], {n: np.array(c, dtype=np.int64) for n, c in data["correct"].items()},
+                   np.array(data["routed"], dtype=np.int64), np.array(data["totals"], dtype=np.int64),
+                   [float(s) for s in data["seconds"]], records, bool(data["identifies_tasks"]))

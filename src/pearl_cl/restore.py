@@ -1,0 +1,97 @@
+"""Open a run directory and rebuild its learner from the saved task files (our design).
+
+Used by resume, rollback, the validation guard's rollback, predict, inspect and export. Every
+file is read through :meth:`~pearl_cl.store.RunStore.read_verified`, so a corrupt or truncated
+file is an error naming it, never a silently different model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pearl_cl.config import KEYS, RunConfig, load_config
+from pearl_cl.data.benchmarks import Benchmark
+from pearl_cl.errors import ConfigError, PearlError
+from pearl_cl.methods import METHODS
+from pearl_cl.progress import PROGRESS, Progress
+from pearl_cl.store import MANIFEST, RunStore
+
+CONFIG = "config.yaml"
+RESUMABLE_CHANGES = ("data.root", "data.download")  # where the data is found, not what it is
+
+
+@dataclass
+class OpenRun:
+    """A run directory's ``store``, stored ``config`` and ``progress`` (None before the first
+    task finished)."""
+
+    store: RunStore
+    config: RunConfig
+    progress: Progress | None
+
+
+def open_run(directory: str | Path) -> OpenRun:
+    """Open the run in ``directory``, verifying ``config.yaml`` and ``progress.json``.
+
+    Raises:
+        PearlError: not a run directory, or a listed file missing or corrupt (names it).
+    """
+    root = Path(directory)
+    if not (root / MANIFEST).is_file() or not (root / CONFIG).is_file():
+        raise PearlError(f"{root} is not a pearl-cl run directory (no {MANIFEST} and {CONFIG}); give the --out of a run")
+    store = RunStore(root)
+    store.read_verified(CONFIG)
+    try:
+        config = load_config(root / CONFIG)
+    except ConfigError as exc:
+        raise PearlError(f"{root / CONFIG} does not hold a valid config: {exc}") from exc
+    progress = None
+    if PROGRESS in store.files:
+        try:
+            progress = Progress.from_json(json.loads(store.read_verified(PROGRESS)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PearlError(f"{root / PROGRESS} is not a progress file written by pearl-cl ({exc})") from exc
+    return OpenRun(store, config, progress)
+
+
+def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:
+    """The stored config with ``overrides`` applied, provided they change nothing but
+    :data:`RESUMABLE_CHANGES`.
+
+    Raises:
+        ConfigError: an override changes the run (names each key, its stored and new value).
+    """
+    stored = opened.config
+    wanted = load_config(opened.store.root / CONFIG, overrides)
+    changed = [f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}" for key in KEYS
+               if key not in RESUMABLE_CHANGES and stored.get(key) != wanted.get(key)]
+    if changed:
+        raise ConfigError(f"the options do not match the run stored in {opened.store.root} ({'; '.join(changed)}); "
+                          f"resume with the stored config (drop those options), or start a new run with --out DIR")
+    return wanted
+
+
+def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress: Progress):
+    """A learner of ``config.method`` holding the ``progress.learned`` tasks saved in ``store``,
+    exactly as learning left them (each task file's checksum verified).
+
+    Raises:
+        PearlError: a task file missing, corrupt, or not matching the benchmark (names it).
+    """
+    torch.manual_seed(config.seed)
+    learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
+    for task, record in zip(bench.tasks, progress.records):
+        relative = f"tasks/{task.name}.safetensors"
+        if record.task != task.name or tuple(record.classes) != task.classes:
+            raise PearlError(f"{store.root / PROGRESS} lists {record.task} with classes {record.classes}, but the "
+                             f"benchmark's {task.name} has {task.classes}; the data or its settings changed")
+        tensors = store.read_tensors(relative)
+        try:
+            learner.restore(task, tensors, record)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise PearlError(f"{store.root / relative} does not fit this run's model: {exc}") from exc
+    return learner
