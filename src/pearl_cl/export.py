@@ -55,8 +55,11 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
         raise PearlError(f"{target} already exists; choose a new --out directory")
     bench = benchmark_for(config)
     learner = load_learner(config, bench, opened.store, opened.progress)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise PearlError(f"cannot create {target}: {exc.strerror}; choose a writable --out") from exc
     try:
         learner.model.peft.save_pretrained(staging / "peft", selected_adapters=[name])
         for file in (staging / "peft" / name).iterdir():

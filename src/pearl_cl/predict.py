@@ -40,8 +40,10 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
             from PIL import Image
 
             with Image.open(path) as opened:
+                if opened.mode not in ("L", "RGB", "RGBA"):
+                    raise ValueError(f"its mode is {opened.mode}; save it as 8-bit grayscale (L) or RGB")
                 image = _from_array(np.asarray(opened))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc}); check that the file is a valid {suffix[1:].upper()}") from exc
     c, h, w = shape
     if image.shape[0] != c:

@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import json
+
 import numpy as np
 
 from pearl_cl import metrics
 from pearl_cl.methods.record import TaskRecord
+from pearl_cl.store import sha256
 
 SCENARIO = "task-il"  # the scenario with task labels; the other is the benchmark's class-il or domain-il
 PROGRESS = "progress.json"
@@ -78,7 +81,12 @@ class Progress:
                         self.seconds[:k], self.records[:k], self.identifies_tasks)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (read back by :meth:`from_json`)."""
+        """A JSON-ready dict (read back by :meth:`from_json`) with a ``checksum`` of its own
+        content, so the file can be trusted even if ``manifest.json`` was not yet updated."""
+        body = self._body()
+        return {**body, "checksum": _checksum(body)}
+
+    def _body(self) -> dict[str, Any]:
         return {"tasks_learned": self.learned, "scenario": self.scenario,
                 "correct": {n: c.tolist() for n, c in self.correct.items()}, "routed": self.routed.tolist(),
                 "totals": self.totals.tolist(), "seconds": self.seconds, "identifies_tasks": self.identifies_tasks,
@@ -89,11 +97,24 @@ class Progress:
         """Inverse of :meth:`to_json`.
 
         Raises:
-            KeyError, TypeError, ValueError: ``data`` is not a progress file.
+            KeyError, TypeError, ValueError: ``data`` is not a progress file, or its checksum
+                does not match its content.
         """
+        body = {k: v for k, v in data.items() if k != "checksum"}
+        if data.get("checksum") != _checksum(body):
+            raise ValueError("its checksum does not match its content")
         records = [TaskRecord.from_dict(r) for r in data["records"]]
-        if len(records) != len(data["seconds"]) or len(records) != data["tasks_learned"]:
-            raise ValueError("progress lists a different number of records, seconds and tasks learned")
+        n = len(data["totals"])
+        if len(records) != len(data["seconds"]) or len(records) != data["tasks_learned"] or len(records) > n:
+            raise ValueError("it lists a different number of records, seconds and tasks learned")
+        if set(data["correct"]) != {SCENARIO, data["scenario"]} or any(
+                np.shape(m) != (n, n) for m in [*data["correct"].values(), data["routed"]]):
+            raise ValueError("its count matrices do not match its scenarios and tasks")
         return cls(data["scenario"], {n: np.array(c, dtype=np.int64) for n, c in data["correct"].items()},
                    np.array(data["routed"], dtype=np.int64), np.array(data["totals"], dtype=np.int64),
                    [float(s) for s in data["seconds"]], records, bool(data["identifies_tasks"]))
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    """SHA-256 of ``body`` as canonical JSON."""
+    return sha256(json.dumps(body, sort_keys=True).encode())

@@ -18,10 +18,10 @@ from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
 from pearl_cl.progress import PROGRESS, Progress
-from pearl_cl.store import MANIFEST, RunStore
+from pearl_cl.store import MANIFEST, RunStore, sha256
 
 CONFIG = "config.yaml"
-RESUMABLE_CHANGES = ("data.root", "data.download")  # where the data is found, not what it is
+RESUMABLE_CHANGES = ("data.root", "data.download", "guard.")  # where the data is found; the guard of later tasks
 
 
 @dataclass
@@ -50,11 +50,15 @@ def open_run(directory: str | Path) -> OpenRun:
     except ConfigError as exc:
         raise PearlError(f"{root / CONFIG} does not hold a valid config: {exc}") from exc
     progress = None
-    if PROGRESS in store.files:
+    path = root / PROGRESS
+    if path.is_file():
         try:
-            progress = Progress.from_json(json.loads(store.read_verified(PROGRESS)))
+            progress = Progress.from_json(json.loads(path.read_bytes()))
         except (KeyError, TypeError, ValueError) as exc:
-            raise PearlError(f"{root / PROGRESS} is not a progress file written by pearl-cl ({exc})") from exc
+            raise PearlError(f"{path} is corrupt or not a progress file written by pearl-cl ({exc}); roll back with "
+                             f"an intact copy, or start a new run") from exc
+        if PROGRESS not in store.files or store.files[PROGRESS]["sha256"] != sha256(path.read_bytes()):
+            store.record(PROGRESS)  # stopped between its rename and the manifest update: the file is intact
     return OpenRun(store, config, progress)
 
 
@@ -68,7 +72,7 @@ def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:
     stored = opened.config
     wanted = load_config(opened.store.root / CONFIG, overrides)
     changed = [f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}" for key in KEYS
-               if key not in RESUMABLE_CHANGES and stored.get(key) != wanted.get(key)]
+               if not key.startswith(RESUMABLE_CHANGES) and stored.get(key) != wanted.get(key)]
     if changed:
         raise ConfigError(f"the options do not match the run stored in {opened.store.root} ({'; '.join(changed)}); "
                           f"resume with the stored config (drop those options), or start a new run with --out DIR")
@@ -82,6 +86,11 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
     Raises:
         PearlError: a task file missing, corrupt, or not matching the benchmark (names it).
     """
+    totals = [len(t.test_y) for t in bench.tasks]
+    if totals != progress.totals.tolist() or bench.spec.scenario != progress.scenario:
+        raise PearlError(f"the benchmark's data differs from the run in {store.root}: {len(totals)} tasks with "
+                         f"{totals} test images now, {progress.totals.tolist()} when it ran; point data.root at "
+                         f"the data the run used")
     torch.manual_seed(config.seed)
     learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
     for task, record in zip(bench.tasks, progress.records):

@@ -6,8 +6,11 @@ the configured router (the benchmark's class-IL or domain-IL scenario), and writ
 task: ``config.yaml``, ``metrics.json``, ``accuracy_matrix_<scenario>.csv`` for both scenarios,
 ``routing_accuracy.csv``, ``ranks.csv``, ``tasks.csv``
 and ``tasks/<task>.safetensors``, all listed with checksums in ``manifest.json``. Each file is
-replaced atomically; after a task the order is: the task's tensors, the CSV files, then
-``metrics.json`` last, so a ``metrics.json`` never names a task whose files are not yet on disk.
+replaced atomically; after a task the order is: the task's tensors, the CSV files,
+``metrics.json``, then ``progress.json`` (:mod:`pearl_cl.progress`), the commit point that
+:func:`resume` and :func:`rollback` start from; a stop anywhere leaves at most the derived files
+of one task ahead of it, and resuming rewrites them. Each task is learned under the validation
+guard (``guard.*``): a failed task is rolled back by rebuilding the learner from the directory.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class RunResult:
 def default_run_dir(config: RunConfig) -> Path:
     """``runs/<benchmark>-<method>-seed<seed>-<YYYYmmdd-HHMMSS>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.benchmark}-{config.method}-seed{config.seed}-{stamp}"
+    return Path("runs") / f"{benchmark_spec(config.benchmark).name}-{config.method}-seed{config.seed}-{stamp}"
 
 
 def _task_seed(config: RunConfig, index: int) -> int:
@@ -255,14 +258,16 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
     """
     opened = open_run(directory)
     learned = opened.progress.learned if opened.progress else 0
-    if not 1 <= to_task <= learned:
-        raise PearlError(f"--to-task must be between 1 and {learned} (the tasks learned in {opened.store.root}), got {to_task}")
+    if learned < 2:
+        raise PearlError(f"{opened.store.root} has {learned} task(s) learned: nothing to roll back")
+    if not 1 <= to_task < learned:
+        raise PearlError(f"--to-task must be between 1 and {learned - 1} (keeps tasks 1..K of the {learned} learned in "
+                         f"{opened.store.root}), got {to_task}")
     progress = opened.progress.truncated(to_task)
+    opened.store.write_json(PROGRESS, progress.to_json())  # the commit point first; the rest follows from it
     bench = benchmark_for(opened.config)
     learner = load_learner(opened.config, bench, opened.store, progress)
-    old = json.loads(opened.store.read_verified("metrics.json"))
-    peak = {k: old[k] for k in ("peak_memory_bytes", "peak_memory_scope")}
-    result = _write(opened.store, opened.config, bench.source, progress, learner, peak,
+    result = _write(opened.store, opened.config, bench.source, progress, learner, False,
                     status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")
     for task in bench.tasks[to_task:learned]:
         opened.store.delete(f"tasks/{task.name}.safetensors")
@@ -274,13 +279,16 @@ def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
     ``metrics.json``, no data loaded), and the files that fail their checksum or are missing.
 
     Raises:
-        PearlError: not a run directory, no task learned yet, or ``config.yaml``,
-            ``progress.json`` or ``metrics.json`` corrupt.
+        PearlError: not a run directory, no task learned yet, ``config.yaml`` or
+            ``progress.json`` corrupt, or ``metrics.json`` unreadable.
     """
     opened = open_run(directory)
     if opened.progress is None or not opened.progress.learned:
         raise PearlError(f"{directory} has no task learned yet")
-    result = json.loads(opened.store.read_verified("metrics.json"))
+    try:
+        result = json.loads((opened.store.root / "metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PearlError(f"{opened.store.root / 'metrics.json'} is unreadable ({exc}); pearl-cl run --resume rewrites it") from exc
     return _result(opened.store.root, opened.progress, result), opened.store.verify()
 
 
@@ -331,22 +339,23 @@ def _learn_guarded(config: RunConfig, bench: Benchmark, store: RunStore, learner
     failure = _attempt(learner, task, seed, 1)
     if failure is None:
         return learner
-    learner = load_learner(config, bench, store, progress)
     if config.guard.retry and learner.has_ranks and i > 0:  # the reference task has no ranks to enlarge
+        learner = load_learner(config, bench, store, progress)
         second = _attempt(learner, task, seed, config.guard.rank_factor)
         if second is None:
             learner.records[-1].note = f"first attempt failed ({failure}); retried with ranks x{config.guard.rank_factor}"
             return learner
         failure = f"{failure}; the retry with ranks x{config.guard.rank_factor} failed too: {second}"
     raise TrainingError(f"{task.name} failed and was rolled back: {failure}. {store.root} keeps the {i} task(s) "
-                        f"learned before it; change the config and start again, or pearl-cl run --resume {store.root} "
-                        f"after fixing the cause")
+                        f"learned before it; start a new run with a changed config, or continue this one with "
+                        f"pearl-cl run --resume {store.root} and a changed guard (--set guard.…)")
 
 
 def _learn(config: RunConfig, bench: Benchmark, store: RunStore, learner, progress: Progress,
            on_task: Callable[[TaskRecord, np.ndarray], None] | None, peak_is_per_run: bool) -> RunResult:
-    """Learn the tasks after ``progress.learned``, evaluating and writing after each."""
-    result: dict[str, Any] = json.loads(store.read_verified("metrics.json")) if progress.learned else {}
+    """Learn the tasks after ``progress.learned``, evaluating and writing after each (a resumed
+    run first rewrites the files derived from ``progress``, repairing any a stop left stale)."""
+    result = _write(store, config, bench.source, progress, learner, peak_is_per_run) if progress.learned else {}
     for i in range(progress.learned, len(bench.tasks)):
         start = time.perf_counter()
         try:

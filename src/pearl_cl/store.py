@@ -68,7 +68,13 @@ class RunStore:
         except OSError as exc:
             raise PearlError(f"cannot create run directory {self.root}: {exc.strerror}; choose another with --out DIR") from exc
         manifest = self.root / MANIFEST
-        self.files: dict[str, dict[str, Any]] = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
+        self.files: dict[str, dict[str, Any]] = {}
+        if manifest.exists():
+            try:
+                self.files = dict(json.loads(manifest.read_text())["files"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PearlError(f"{manifest} is unreadable or not a manifest ({exc}); the run directory's checksums "
+                                 f"are lost: restore the file from a backup or start a new run") from exc
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write ``data`` at ``root/relative`` and record it in the manifest; returns the path.
@@ -112,6 +118,13 @@ class RunStore:
         """Write ``tensors`` as a safetensors file (see :meth:`write_bytes`)."""
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         return self.write_bytes(relative, save_safetensors(contiguous, metadata=metadata))
+
+    def record(self, relative: str) -> None:
+        """Enter the file at ``root/relative``, as it is on disk, into the manifest (repairs an
+        entry left stale by a stop between a file's rename and the manifest's update)."""
+        data = (self.root / relative).read_bytes()
+        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+        self._write_manifest()
 
     def delete(self, relative: str) -> None:
         """Remove ``root/relative`` from the manifest (written first), then from disk.

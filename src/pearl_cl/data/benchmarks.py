@@ -85,7 +85,7 @@ def benchmark_spec(name: str) -> BenchmarkSpec:
         raise ConfigError(f"benchmark file {name} must hold exactly the keys dataset and tasks, e.g. "
                           f"dataset: mnist / tasks: [[0, 1], [2, 3]]")
     dataset, tasks = data["dataset"], data["tasks"]
-    if dataset not in DATASET_FACTS:
+    if not isinstance(dataset, str) or dataset not in DATASET_FACTS:
         raise ConfigError(f"benchmark file {name}: unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_FACTS)}")
     n_classes, mean, std = DATASET_FACTS[dataset]
     if not isinstance(tasks, list) or not tasks:

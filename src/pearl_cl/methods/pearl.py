@@ -137,9 +137,12 @@ class Pearl(TaskBranches):
             self.model.backbone.requires_grad_(False)
         else:
             add_task_adapter(self.model, task.name, {name: r.rank for name, r in record.ranks.items()}, "zero")
-            result = set_peft_model_state_dict(self.model.peft, prefixed(tensors, "adapter."), adapter_name=task.name)
-            if result.unexpected_keys:
-                raise KeyError(f"{task.name}: saved adapter tensors the model does not have: {result.unexpected_keys[:3]}")
+            saved = prefixed(tensors, "adapter.")
+            result = set_peft_model_state_dict(self.model.peft, saved, adapter_name=task.name)
+            missing = [k for k in result.missing_keys if f".{task.name}." in k]
+            if result.unexpected_keys or missing:
+                raise KeyError(f"{task.name}: the saved adapter does not fit (unexpected {result.unexpected_keys[:3]}, "
+                               f"missing {missing[:3]})")
         self.statistics[task.name] = TaskStatistics.from_tensors(tensors)
         self.records.append(record)
 
