@@ -186,7 +186,7 @@ def test_flipped_bytes_in_an_adapter_file_fail_the_checksum(finished, tmp_path, 
     np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.uint8))
     assert cli.main(["predict", str(copy), str(tmp_path / "x.npy")]) == 2
     assert f"{path} is corrupt: its SHA-256 does not match manifest.json" in capsys.readouterr().err
-    assert cli.main(["inspect", str(copy)]) == 0
+    assert cli.main(["inspect", str(copy)]) == 1  # a health check fails
     assert "CORRUPT OR MISSING: tasks/task3.safetensors" in capsys.readouterr().out
     with pytest.raises(PearlError, match="is corrupt"):
         rollback(copy, 4)
@@ -200,7 +200,10 @@ def test_flipped_bytes_in_an_adapter_file_fail_the_checksum(finished, tmp_path, 
     (lambda p: _png(p / "big.png", np.zeros((32, 32), dtype=np.uint8)), "is 32x32 pixels; this run's benchmark takes 28x28: resize"),
     (lambda p: (np.save(p / "f.npy", np.full((28, 28), 3.0)), p / "f.npy")[1], "outside [0, 1]; give uint8"),
     (lambda p: (p / "x.gif").write_bytes(b"GIF89a") and p / "x.gif", "unknown image format '.gif'"),
-    (lambda p: (p / "broken.png").write_bytes(b"not a png") and p / "broken.png", "cannot read the image"),
+    (lambda p: (p / "broken.png").write_bytes(b"not a png") and p / "broken.png", "cannot use the image"),
+    (lambda p: p / "missing.png", "missing.png: no such file"),
+    (lambda p: (np.save(p / "i.npy", np.zeros((28, 28), dtype=np.int64)), p / "i.npy")[1], "dtype int64; give uint8"),
+    (lambda p: _png(p / "la.png", np.zeros((28, 28, 2), dtype=np.uint8)), "its mode is LA; save it as 8-bit grayscale"),
 ])
 def test_bad_images_name_the_file_and_the_fix(finished, tmp_path, capsys, write, message):
     path = write(tmp_path)
@@ -245,6 +248,12 @@ def test_user_defined_benchmark_runs(tmp_path):
     result = run(_config(tmp_path / "run", benchmark=str(bench), backbone__name="mlp"))
     assert [r.classes for r in result.records] == [(3, 5, 8), (0, 6)]
     assert result.metrics["scenarios"]["task-il"]["average_accuracy"] > 80.0
+    before = _matrices(result.directory)
+    bench.write_text("dataset: mnist\ntasks: [[1, 2], [4]]\n")  # the original changes: the run keeps its own copy
+    rolled = rollback(result.directory, 1)
+    assert [r.classes for r in rolled.records] == [(3, 5, 8)]
+    assert [r.classes for r in resume(result.directory).records] == [(3, 5, 8), (0, 6)]
+    assert _matrices(result.directory) == before
 
 
 def test_unwritable_output_directory_is_a_clear_error(tmp_path, capsys):

@@ -125,12 +125,14 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"{p.path}\tclass {p.label}\ttask {p.task or '-'}\tconfidence {p.confidence:.1f}%")
 
 
-def _inspect(args: argparse.Namespace) -> None:
+def _inspect(args: argparse.Namespace) -> int:
     from pearl_cl.runner import inspect
 
     result, bad = inspect(args.run_dir)
     _print_result(result)
+    print(f"status: {result.metrics.get('status', 'unknown')}")
     print("files: " + ("every file matches manifest.json" if not bad else "CORRUPT OR MISSING: " + ", ".join(bad)))
+    return 1 if bad else 0
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -161,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             _run(args)
         else:
-            {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,
-             "export": _export}[args.command](args)
+            code = {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,
+                    "export": _export}[args.command](args)
+            return code or 0
     except PearlError as exc:
         print(f"pearl-cl: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ in a temporary folder beside the target and renamed into place, so it is complet
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,6 +78,11 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
                             "loaded, DIR, adapter_name=task); logits = head(features)",
                     "sha256": files}
         (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        for path in staging.iterdir():
+            path.chmod(0o666 & ~mask)  # ordinary files' mode, not mkdtemp's private one
+        staging.chmod(0o777 & ~mask)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

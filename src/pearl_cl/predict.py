@@ -31,6 +31,8 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: unknown image format {suffix or '(no suffix)'!r}; give PNG, JPEG or .npy files")
     try:
@@ -44,7 +46,7 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
                     raise ValueError(f"its mode is {opened.mode}; save it as 8-bit grayscale (L) or RGB")
                 image = _from_array(np.asarray(opened))
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read the image ({exc}); check that the file is a valid {suffix[1:].upper()}") from exc
+        raise DataError(f"{path}: cannot use the image: {exc}") from exc
     c, h, w = shape
     if image.shape[0] != c:
         kind = "grayscale" if c == 1 else f"{c}-channel"
@@ -67,8 +69,10 @@ def _from_array(array: np.ndarray) -> torch.Tensor:
         raise ValueError(f"array of shape {array.shape}; give (H, W), (C, H, W) or (H, W, C)")
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32))
-    if not np.issubdtype(array.dtype, np.floating) or array.size and not (0.0 <= array.min() and array.max() <= 1.0):
-        raise ValueError(f"pixels of dtype {array.dtype} outside [0, 1]; give uint8 in 0-255 or floats in [0, 1]")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"pixels of dtype {array.dtype}; give uint8 in 0-255 or floats in [0, 1]")
+    if array.size and not (0.0 <= array.min() and array.max() <= 1.0):
+        raise ValueError(f"float pixels outside [0, 1]; give uint8 in 0-255 or floats in [0, 1]")
     return torch.from_numpy(array.astype(np.float32) * 255.0)
 
 

@@ -21,6 +21,7 @@ from pearl_cl.progress import PROGRESS, Progress
 from pearl_cl.store import MANIFEST, RunStore, sha256
 
 CONFIG = "config.yaml"
+BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
 RESUMABLE_CHANGES = ("data.root", "data.download", "guard.")  # where the data is found; the guard of later tasks
 
 
@@ -41,14 +42,18 @@ def open_run(directory: str | Path) -> OpenRun:
         PearlError: not a run directory, or a listed file missing or corrupt (names it).
     """
     root = Path(directory)
-    if not (root / MANIFEST).is_file() or not (root / CONFIG).is_file():
-        raise PearlError(f"{root} is not a pearl-cl run directory (no {MANIFEST} and {CONFIG}); give the --out of a run")
+    missing = [name for name in (MANIFEST, CONFIG) if not (root / name).is_file()]
+    if missing:
+        raise PearlError(f"{root} is not a pearl-cl run directory (no {' or '.join(missing)}); give the --out of a run")
     store = RunStore(root)
     store.read_verified(CONFIG)
     try:
         config = load_config(root / CONFIG)
     except ConfigError as exc:
         raise PearlError(f"{root / CONFIG} does not hold a valid config: {exc}") from exc
+    if BENCHMARK_COPY in store.files:
+        store.read_verified(BENCHMARK_COPY)
+        config.benchmark = str(root / BENCHMARK_COPY)  # the tasks as they were, wherever the original file is now
     progress = None
     path = root / PROGRESS
     if path.is_file():

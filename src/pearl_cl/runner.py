@@ -32,13 +32,13 @@ from pearl_cl import metrics
 from pearl_cl.adapters import INITS
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.config import RunConfig, save_config
-from pearl_cl.data.benchmarks import Benchmark, TaskData, benchmark_spec, make_benchmark
+from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, TaskData, benchmark_spec, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError, TrainingError
 from pearl_cl.methods import METHODS, TaskRecord
 from pearl_cl.methods.record import COUNT_KEYS
 from pearl_cl.probe import PROBES
 from pearl_cl.progress import PROGRESS, SCENARIO, Progress
-from pearl_cl.restore import checked_overrides, load_learner, open_run
+from pearl_cl.restore import BENCHMARK_COPY, checked_overrides, load_learner, open_run
 from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
 from pearl_cl.training import EVAL_BATCH
@@ -215,6 +215,8 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
                              f"or continue it with pearl-cl run --resume {directory}")
         store = RunStore(directory)
         config = dataclasses.replace(config, out=str(directory))
+        if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
+            store.write_bytes(BENCHMARK_COPY, Path(config.benchmark).read_bytes())
         store.write_text("config.yaml", save_config(config))
         learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
         progress = Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])

@@ -92,7 +92,10 @@ def benchmark_spec(name: str) -> BenchmarkSpec:
         raise ConfigError(f"benchmark file {name}: tasks must be a non-empty list of class lists, e.g. [[0, 1], [2, 3]]")
     owner: dict[int, int] = {}
     for t, classes in enumerate(tasks, start=1):
-        if not isinstance(classes, list) or not classes:
+        if not isinstance(classes, list):
+            raise ConfigError(f"benchmark file {name}: task {t} is {classes!r}, not a list of classes; write tasks as "
+                              f"a list of lists, e.g. [[0, 1], [2, 3]]")
+        if not classes:
             raise ConfigError(f"benchmark file {name}: task {t} lists no classes; give every task at least one class")
         for c in classes:
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes:
