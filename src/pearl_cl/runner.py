@@ -335,7 +335,8 @@ def _learn_guarded(config: RunConfig, bench: Benchmark, store: RunStore, learner
     ``guard.rank_factor`` when ``guard.retry`` is set.
 
     Raises:
-        TrainingError: the task failed (and its retry failed); the learner was rolled back.
+        TrainingError: the task failed (and its retry failed); the run directory, never written
+            for it, holds the tasks before it.
     """
     task, seed = bench.tasks[i], _task_seed(config, i)
     failure = _attempt(learner, task, seed, 1)
