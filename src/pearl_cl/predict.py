@@ -72,7 +72,7 @@ def _from_array(array: np.ndarray) -> torch.Tensor:
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"pixels of dtype {array.dtype}; give uint8 in 0-255 or floats in [0, 1]")
     if array.size and not (0.0 <= array.min() and array.max() <= 1.0):
-        raise ValueError(f"float pixels outside [0, 1]; give uint8 in 0-255 or floats in [0, 1]")
+        raise ValueError("float pixels outside [0, 1]; give uint8 in 0-255 or floats in [0, 1]")
     return torch.from_numpy(array.astype(np.float32) * 255.0)
 
 

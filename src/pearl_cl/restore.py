@@ -107,5 +107,6 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
         try:
             learner.restore(task, tensors, record)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise PearlError(f"{store.root / relative} does not fit this run's model: {exc}") from exc
+            raise PearlError(f"{store.root / relative} does not fit this run's model ({exc}); restore the file from "
+                             f"a copy, or roll back to the task before it") from exc
     return learner

@@ -219,8 +219,12 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
             store.write_bytes(BENCHMARK_COPY, Path(config.benchmark).read_bytes())
         store.write_text("config.yaml", save_config(config))
         learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
-        progress = Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])
-        return _learn(config, bench, store, learner, progress, on_task, peak_is_per_run)
+        return _learn(config, bench, store, learner, _fresh_progress(bench), on_task, peak_is_per_run)
+
+
+def _fresh_progress(bench: Benchmark) -> Progress:
+    """Nothing learned yet of ``bench``'s tasks."""
+    return Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])
 
 
 def resume(directory: str | Path, overrides: list[str] | None = None,
@@ -230,7 +234,7 @@ def resume(directory: str | Path, overrides: list[str] | None = None,
     The learner is rebuilt from the saved task files (checksums verified) and the remaining
     tasks are learned with the stored config and seeds, so the result equals an uninterrupted
     run's. ``overrides`` (``"key=value"``) may only repeat the stored values, or change
-    ``data.root`` and ``data.download``.
+    ``data.root``, ``data.download`` and ``guard.*``.
 
     Raises:
         PearlError: not a run directory, a missing or corrupt file, or ``overrides`` that change
@@ -244,7 +248,7 @@ def resume(directory: str | Path, overrides: list[str] | None = None,
     with _deterministic():
         peak_is_per_run = metrics.reset_peak_rss()
         bench = benchmark_for(config)
-        progress = opened.progress or Progress.start(bench.spec.scenario, [len(t.test_y) for t in bench.tasks])
+        progress = opened.progress or _fresh_progress(bench)
         learner = load_learner(config, bench, opened.store, progress)
         return _learn(config, bench, opened.store, learner, progress, on_task, peak_is_per_run)
 
@@ -269,11 +273,21 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
     opened.store.write_json(PROGRESS, progress.to_json())  # the commit point first; the rest follows from it
     bench = benchmark_for(opened.config)
     learner = load_learner(opened.config, bench, opened.store, progress)
-    result = _write(opened.store, opened.config, bench.source, progress, learner, False,
+    result = _write(opened.store, opened.config, bench.source, progress, learner, _kept_peak(opened.store.root),
                     status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")
     for task in bench.tasks[to_task:learned]:
         opened.store.delete(f"tasks/{task.name}.safetensors")
     return _result(opened.store.root, progress, result)
+
+
+def _kept_peak(root: Path) -> dict[str, Any] | bool:
+    """The run's own ``peak_memory_*`` entries from its ``metrics.json`` (for a rollback, which
+    trains nothing), or False when that file is unreadable."""
+    try:
+        old = json.loads((root / "metrics.json").read_text())
+        return {k: old[k] for k in ("peak_memory_bytes", "peak_memory_scope")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:

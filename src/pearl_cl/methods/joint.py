@@ -29,14 +29,18 @@ class Joint(SingleHead):
     def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
         """Stores ``task``'s training data, then returns tasks 1..t's training images
         ``(ΣN, C, H, W)`` and global class ids ``(ΣN,)`` (called once per task)."""
-        self.restore_state(task, {})
+        self._remember(task)
         return torch.cat(self.images), torch.cat(self.labels)
 
-    def restore_state(self, task: TaskData, tensors: dict[str, torch.Tensor]) -> None:
-        """Store ``task``'s training images and global labels (from the benchmark, not the file)."""
+    def _remember(self, task: TaskData) -> None:
+        """Store ``task``'s training images and global labels."""
         x, y = super().training_data(task)
         self.images.append(x)
         self.labels.append(y)
+
+    def restore_state(self, task: TaskData, tensors: dict[str, torch.Tensor]) -> None:
+        """Store ``task``'s data again, from the benchmark (the task file holds no images)."""
+        self._remember(task)
 
     def state_numbers(self) -> int:
         """Every stored pixel and label."""
