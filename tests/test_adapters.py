@@ -8,6 +8,7 @@ import torch
 from pearl_cl.adapters import adapter_delta, adapter_ranks, add_task_adapter, merged_copy, svd_factors, task_parameters
 from pearl_cl.backbones import adaptable_layers, build_backbone
 from pearl_cl.model import ContinualModel
+from pearl_cl.rank import factorise
 
 
 def _model(name: str) -> ContinualModel:
@@ -35,7 +36,7 @@ def test_svd_init_is_best_rank_r_approximation_of_probe(backbone, layer):
     deltas = _deltas(model)
     w_ref = adaptable_layers(model.backbone)[layer].weight.detach().clone()
     ranks = {name: 3 for name in deltas}
-    add_task_adapter(model, "task2", ranks, "svd", deltas)
+    add_task_adapter(model, "task2", ranks, "svd", {n: factorise(d) for n, d in deltas.items()})
     w_probe = w_ref + deltas[layer]
     got = w_ref + adapter_delta(model, "task2", layer)
     expected = w_ref + _best_rank_r(deltas[layer], 3)
@@ -47,14 +48,14 @@ def test_svd_init_is_best_rank_r_approximation_of_probe(backbone, layer):
 
 
 def test_svd_factors_shapes():
-    b, a = svd_factors(torch.randn(8, 4, 3, 3), 2)
+    b, a = svd_factors(factorise(torch.randn(8, 4, 3, 3)), 2)
     assert b.shape == (8, 2) and a.shape == (2, 36)
 
 
 def test_conv_adapter_output_matches_merged_weights():
     model = _model("resnet18")
     deltas = _deltas(model)
-    add_task_adapter(model, "task2", {n: 2 for n in deltas}, "svd", deltas)
+    add_task_adapter(model, "task2", {n: 2 for n in deltas}, "svd", {n: factorise(d) for n, d in deltas.items()})
     model.add_head("task2", 2)
     with torch.no_grad():  # give task2 a BatchNorm of its own, unlike the reference's
         for name, p in model.backbone.named_parameters():

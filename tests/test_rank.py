@@ -14,6 +14,7 @@ from pearl_cl.rank import (
     clip_rank,
     distance_ranks,
     energy_rank,
+    factorise,
     fixed_rank_parameters,
     matched_fixed_rank,
     proximity,
@@ -95,6 +96,17 @@ def test_allocate_residual_reshapes_convolutions():
     assert {n: r.rank for n, r in ranks.items()} == {"lin": 3, "conv": 1}
     assert ranks["conv"].shape == (4, 18)
     assert ranks["lin"].proximity == pytest.approx(math.sqrt(30) / 10, rel=1e-5)
+
+
+def test_allocate_with_shared_spectra_matches_computing_them():
+    """The spectra of one shared SVD (factorise, as PEARL passes them) give the same decisions."""
+    deltas, refs = _layers()
+    spectra = {n: factorise(d).S for n, d in deltas.items()}
+    for rule in (RankRule("residual", epsilon=0.15), RankRule("energy", tau=0.8)):
+        assert allocate_ranks(deltas, refs, rule, spectra) == allocate_ranks(deltas, refs, rule)
+    halved = {n: s / 2 for n, s in spectra.items()}  # and the spectra given are the ones used
+    assert allocate_ranks(deltas, refs, RankRule("energy", tau=0.8), halved) == allocate_ranks(deltas, refs, RankRule("energy", tau=0.8))
+    assert allocate_ranks(deltas, refs, RankRule("residual", epsilon=0.15), halved)["lin"].rank < 3
 
 
 def test_allocate_rank_zero_when_r_min_zero_and_layer_did_not_move():

@@ -11,6 +11,7 @@ from pearl_cl import run
 from pearl_cl.routing import (
     CALIBRATED,
     TaskStatistics,
+    mahalanobis_sq,
     reference_scores,
     route,
     score_energy,
@@ -18,6 +19,7 @@ from pearl_cl.routing import (
     score_mahalanobis,
     score_max_prob,
     task_statistics,
+    whitening,
 )
 from pearl_cl.store import RunStore
 
@@ -110,7 +112,7 @@ def test_reference_scores_pool_the_covariance_over_tasks():
                        torch.tensor([[12.0]], dtype=torch.float64), 4, torch.zeros(len(CALIBRATED), 2))
     # pooled variance (4 + 12) / 8 = 2, no shrinkage: x = 4 -> -(16 / 2) for a, -(36 / 2) for b
     scores = reference_scores(torch.tensor([[4.0]]), [a, b], shrinkage=0.0)
-    assert scores[:, 0].tolist() == [-8.0, -18.0]
+    assert scores[:, 0].tolist() == pytest.approx([-8.0, -18.0], rel=1e-12)  # whitened: sqrt rounding only
 
 
 def test_oracle_router_gives_class_il_equal_to_task_il(tmp_path):
@@ -134,3 +136,13 @@ def test_router_statistics_survive_save_and_load(tmp_path):
     x = _images(1, [0, 1])
     assert torch.equal(route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], [_stats(model)[0], loaded],
                              "mahalanobis", 0.5)[1], torch.tensor([1, 1]))
+
+
+def test_whitened_mahalanobis_equals_the_quadratic_form():
+    torch.manual_seed(0)
+    a = torch.randn(6, 6, dtype=torch.float64)
+    precision = a @ a.T + torch.eye(6, dtype=torch.float64)
+    feats, means = torch.randn(5, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    diff = feats[:, None, :] - means[None]
+    expected = torch.einsum("nkd,de,nke->nk", diff, precision, diff)
+    assert torch.allclose(mahalanobis_sq(feats, means, whitening(precision)), expected, rtol=1e-10)

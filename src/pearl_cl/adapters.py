@@ -25,7 +25,6 @@ from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
 from pearl_cl.model import ContinualModel
-from pearl_cl.rank import as_matrix
 
 INITS = ("svd", "zero")
 
@@ -69,7 +68,7 @@ def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfi
 
 
 def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], init: str = "svd",
-                     deltas: dict[str, torch.Tensor] | None = None) -> None:
+                     svds: dict[str, torch.return_types.linalg_svd] | None = None) -> None:
     """Give task ``task`` its LoRA adapter with per-layer ``ranks`` and its own BatchNorm copies.
 
     Args:
@@ -77,21 +76,22 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
         task: the new adapter's name (``"task2"``…).
         ranks: layer name (of ``model.layer_names``) → rank ≥ 0.
         init: ``"svd"`` starts each adapter at the probe's best rank-r displacement
-            (:func:`svd_initialise`, needs ``deltas``); ``"zero"`` is standard LoRA (A random,
+            (:func:`svd_initialise`, needs ``svds``); ``"zero"`` is standard LoRA (A random,
             B = 0), so the branch starts equal to the reference.
-        deltas: layer name → ΔW shaped like the layer's weight (for ``init="svd"``).
+        svds: layer name → thin SVD of the probe's ΔW as a matrix (:func:`pearl_cl.rank.factorise`),
+            for ``init="svd"``.
 
     The new adapter becomes the active one. On any error the half-built adapter is removed, so
     the model is as it was.
 
     Raises:
-        ValueError: a task of that name exists, ``init="svd"`` without ``deltas``, or PEFT built
+        ValueError: a task of that name exists, ``init="svd"`` without ``svds``, or PEFT built
             other ranks or BatchNorm copies than the ones asked for.
     """
     if model.peft is not None and task in model.peft.peft_config:
         raise ValueError(f"task {task!r} already has an adapter")
-    if init == "svd" and deltas is None:
-        raise ValueError("init='svd' needs the probe displacements (deltas)")
+    if init == "svd" and svds is None:
+        raise ValueError("init='svd' needs the SVDs of the probe displacements (svds)")
     config = lora_config(ranks, model.norm_names, init)
     if model.peft is None:
         model.backbone = get_peft_model(model.backbone, config, adapter_name=task)
@@ -108,7 +108,7 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
         if norms != set(model.norm_names):
             raise ValueError(f"PEFT gave {task!r} BatchNorm copies {sorted(norms)}, expected {sorted(model.norm_names)}")
         if init == "svd":
-            svd_initialise(model, task, {name: deltas[name] for name in wanted})
+            svd_initialise(model, task, {name: svds[name] for name in wanted})
     except BaseException:
         model.peft.delete_adapter(task)
         raise
@@ -124,33 +124,34 @@ def adapter_ranks(model: ContinualModel, task: str) -> dict[str, int]:
     return {name: layer.r[task] for name, layer in _lora_layers(model).items() if task in layer.lora_A}
 
 
-def svd_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """LoRA factors of the best rank-``rank`` approximation of ``delta`` (DESIGN.md §2 step 4).
+def svd_factors(svd: torch.return_types.linalg_svd, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors of the best rank-``rank`` approximation of ΔW (DESIGN.md §2 step 4).
 
-    ``delta`` is ``(out, in)`` or ``(out, in, kh, kw)``; returns ``B = U_r·√S_r`` of shape
-    ``(out, rank)`` and ``A = √S_r·V_rᵀ`` of shape ``(rank, in·kh·kw)``, so ``B·A = [ΔW]_r``.
+    ``svd`` is the thin SVD of ΔW as an ``(out, in·kh·kw)`` matrix (:func:`pearl_cl.rank.factorise`);
+    returns ``B = U_r·√S_r`` of shape ``(out, rank)`` and ``A = √S_r·V_rᵀ`` of shape
+    ``(rank, in·kh·kw)``, float32, so ``B·A = [ΔW]_r``.
     """
-    u, s, vh = torch.linalg.svd(as_matrix(delta).double(), full_matrices=False)
+    u, s, vh = svd
     root = torch.sqrt(s[:rank])
     return (u[:, :rank] * root).float(), (root[:, None] * vh[:rank]).float()
 
 
 @torch.no_grad()
-def svd_initialise(model: ContinualModel, task: str, deltas: dict[str, torch.Tensor]) -> None:
+def svd_initialise(model: ContinualModel, task: str, svds: dict[str, torch.return_types.linalg_svd]) -> None:
     """Set task ``task``'s LoRA factors so that W_ref + B·A = W_ref + [ΔW]_r in each layer.
 
-    ``deltas`` maps each adapted layer to ΔW shaped like its weight (``(out, in)`` or
-    ``(out, in, kh, kw)``); r is the layer's rank for ``task``. B is divided by PEFT's scaling
-    so the update is exact whatever ``lora_alpha`` is.
+    ``svds`` maps each adapted layer to the thin SVD of its ΔW (:func:`pearl_cl.rank.factorise`);
+    r is the layer's rank for ``task``. B is divided by PEFT's scaling so the update is exact
+    whatever ``lora_alpha`` is.
 
     Raises:
-        KeyError: a layer of ``deltas`` has no LoRA adapter for ``task``.
+        KeyError: a layer of ``svds`` has no LoRA adapter for ``task``.
     """
     layers = _lora_layers(model)
-    for name, delta in deltas.items():
+    for name, svd in svds.items():
         layer = layers[name]
         rank = layer.r[task]
-        b, a = svd_factors(delta, rank)
+        b, a = svd_factors(svd, rank)
         lora_a, lora_b = layer.lora_A[task].weight, layer.lora_B[task].weight
         lora_a.copy_(a.reshape(lora_a.shape))
         lora_b.copy_((b / layer.scaling[task]).reshape(lora_b.shape))

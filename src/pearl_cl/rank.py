@@ -79,6 +79,13 @@ def singular_values(delta: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(as_matrix(delta).double())
 
 
+def factorise(delta: torch.Tensor) -> torch.return_types.linalg_svd:
+    """Thin SVD of ``as_matrix(delta)`` in float64: ``U`` ``(out, k)``, ``S`` ``(k,)`` descending,
+    ``Vh`` ``(k, in·kh·kw)``, k = min(out, in·kh·kw). One factorisation serves both the rank rule
+    (``S``, see :func:`allocate_ranks`) and the SVD initialisation (:mod:`pearl_cl.adapters`)."""
+    return torch.linalg.svd(as_matrix(delta).double(), full_matrices=False)
+
+
 def residual_rank(sigma: torch.Tensor, reference_norm: float, epsilon: float) -> int:
     """Smallest r with sqrt(Σ_{i>r} σ_i²) ≤ ε·‖W_ref‖_F (Eckart–Young: the rank-r residual).
 
@@ -140,13 +147,16 @@ class LayerRank:
     rank: int
 
 
-def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.Tensor], rule: RankRule) -> dict[str, LayerRank]:
+def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.Tensor], rule: RankRule,
+                   spectra: dict[str, torch.Tensor] | None = None) -> dict[str, LayerRank]:
     """Choose a rank for every layer from its probe displacement (DESIGN.md §2 step 3).
 
     Args:
         deltas: layer name → ΔW (Linear ``(out, in)`` or Conv ``(out, in, kh, kw)``).
         references: layer name → W_ref, same shapes as ``deltas``.
         rule: the rank rule and its clip bounds.
+        spectra: layer name → singular values of ΔW (:func:`factorise`'s ``S``) when already
+            computed; :func:`singular_values` otherwise.
 
     Returns:
         layer name → :class:`LayerRank`, in the order of ``deltas``.
@@ -168,7 +178,7 @@ def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.
     else:
         raw = {}
         for name, delta in deltas.items():
-            sigma = singular_values(delta)
+            sigma = spectra[name] if spectra is not None else singular_values(delta)
             if rule.name == "residual":
                 ref_norm = float(torch.linalg.matrix_norm(as_matrix(references[name]).double()))
                 raw[name] = residual_rank(sigma, ref_norm, rule.epsilon)
