@@ -10,14 +10,15 @@ For each backbone (``backbones=resnet18,mlp``) on split-mnist with the default c
    time (the wall time of ``Pearl.learn`` on task 2, router statistics included);
 3. Task-IL inference with the adapter unmerged, merged, and the bare backbone;
 4. class-/domain-IL inference per router against Task-IL inference for T = 5, 10, 20 tasks
-   (``permuted-mnist`` cut into 20 tasks of 256 training images: only the number of branches
-   matters here, not their accuracy);
+   (``permuted-mnist`` cut into 20 tasks of 256 training images, 230 after the validation split:
+   only the number of branches matters here, not their accuracy);
 5. peak memory (RSS), and parameters and bytes per task against a full copy per task;
 6. end-to-end wall time of ``pearl-cl run`` with PEARL (gradient probe) against Fine-tune;
 7. achieved training FLOP/s against the FLOP/s of a large ``torch.matmul`` (the ceiling).
 
-Things compared are timed interleaved (A B A B …) and the median of the repeats is kept, so
-the noise of this machine hits both alike; the ratios are the result, not the absolute figures.
+Things compared in sections 1, 3, 4 and 7 are timed interleaved (A B A B …) and the median of the
+repeats is kept, so the noise of this machine hits both alike; sections 5 and 6 are one run of
+each method, one after the other. The ratios are the result, not the absolute figures.
 ``sections=1,3`` runs a subset (5 and 6 share their runs).
 
     .venv/bin/python benchmarks/speed.py
@@ -48,9 +49,10 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import BENCHMARKS, split_tasks
 from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods import Pearl
+from pearl_cl.report import text_table
 from pearl_cl.routing import ROUTERS
 from pearl_cl.runner import benchmark_for, routed_counts
-from pearl_cl.training import FitSettings, count_correct, fit
+from pearl_cl.training import count_correct, fit
 
 REPEATS = 5
 TARGET_SECONDS = 2.0  # length of one timed training call
@@ -70,10 +72,8 @@ def interleaved(calls: dict[str, Callable[[], object]], repeats: int = REPEATS) 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+def show(header: list[str], rows: list[list[str]]) -> None:
+    print(text_table(header, rows))
 
 
 def with_probe(config: RunConfig, probe: str) -> RunConfig:
@@ -105,7 +105,7 @@ def probe_shares(learners: dict[str, Pearl], seconds: dict[str, float]) -> None:
         ranks = learner.records[-1].ranks.values()
         rows.append([probe, f"{total:.2f}", *(f"{100 * v / total:.1f}%" for v in (s["probe"], s["rank"], s["train"], rest)),
                      str(sum(r.rank for r in ranks)), f"{learner.records[-1].parameters['adapter']:,}"])
-    table(["probe", "task s", "probe", "rank step", "adapter training", "statistics+val", "rank sum", "LoRA params"], rows)
+    show(["probe", "task s", "probe", "rank step", "adapter training", "statistics+val", "rank sum", "LoRA params"], rows)
 
 
 def training_calls(learner: Pearl, task, config: RunConfig) -> tuple[dict[str, Callable[[], object]], dict[str, tuple], int]:
@@ -113,12 +113,12 @@ def training_calls(learner: Pearl, task, config: RunConfig) -> tuple[dict[str, C
     model = learner.model
     adapter_params = list(task_parameters(model, task.name).values())
     full = nn.Sequential(reference_copy(model), nn.Linear(model.feature_dim, len(task.classes))).requires_grad_(True)
-    arms = {"adapter phase": (model, lambda xb: model(xb, task.name), adapter_params, config.train.adapter_lr),
-            "full fine-tune": (full, full, list(full.parameters()), config.train.lr)}
+    arms = {"adapter phase": (model, lambda xb: model(xb, task.name), adapter_params, "train.adapter_lr"),
+            "full fine-tune": (full, full, list(full.parameters()), "train.lr")}
 
     def call(arm: str, steps: int) -> Callable[[], object]:
-        module, forward, params, lr = arms[arm]
-        settings = FitSettings(1, config.train.batch_size, lr, config.train.optimizer, iterations=steps)
+        module, forward, params, lr_key = arms[arm]
+        settings = dataclasses.replace(config.fit_settings("train.epochs", lr_key), iterations=steps)
         return lambda: fit(module, forward, params, task.train_x, task.train_y, settings, 0, desc=arm)
 
     probe_steps = 5
@@ -149,7 +149,7 @@ def throughput_and_flops(learner: Pearl, task, config: RunConfig, sections: set[
     rate = {a: steps * batch / s for a, s in seconds.items()}
     if 1 in sections:
         print(f"1. training throughput, batch {batch}, {steps} steps per call, median of {REPEATS}")
-        table(["phase", "images/s", "vs full fine-tune"],
+        show(["phase", "images/s", "vs full fine-tune"],
               [[a, f"{r:,.0f}", f"{r / rate['full fine-tune']:.2f}x"] for a, r in rate.items()])
     if 7 in sections:
         ceiling = matmul_flops_per_second()
@@ -160,7 +160,7 @@ def throughput_and_flops(learner: Pearl, task, config: RunConfig, sections: set[
         for arm, (module, forward, params, _) in arms.items():
             achieved = step_flops(module, forward, params, x, y) * steps / seconds[arm]
             rows.append([arm, f"{achieved / 1e9:.2f}", f"{100 * achieved / ceiling:.1f}%"])
-        table(["phase", "GFLOP/s", "of matmul"], rows)
+        show(["phase", "GFLOP/s", "of matmul"], rows)
 
 
 def inference(learner: Pearl, task) -> None:
@@ -173,7 +173,7 @@ def inference(learner: Pearl, task) -> None:
     seconds = interleaved({k: (lambda m=m, f=f: count_correct(m, f, x, y)) for k, (m, f) in nets.items()})
     print(f"3. Task-IL inference on task 2's {len(y)} test images (correct: unmerged {counts['unmerged adapter']}, "
           f"merged {counts['merged adapter']})")
-    table(["branch", "images/s", "vs bare backbone"],
+    show(["branch", "images/s", "vs bare backbone"],
           [[k, f"{len(y) / s:,.0f}", f"{seconds['bare backbone'] / s:.2f}x"] for k, s in seconds.items()])
 
 
@@ -196,7 +196,7 @@ def routers_against_tasks(config: RunConfig) -> None:
         for r in ROUTERS:
             rows[r].append(f"{seconds['task-il'] / seconds[r]:.2f}x")
     print("4. inference without task labels: throughput per router against Task-IL (label given), on 640 images")
-    table(["router", *(f"T={t}" for t in ROUTER_TASKS)], [[k, *v] for k, v in rows.items()])
+    show(["router", *(f"T={t}" for t in ROUTER_TASKS)], [[k, *v] for k, v in rows.items()])
 
 
 def run_cli(config_args: list[str], out: Path) -> float:
@@ -222,7 +222,7 @@ def end_to_end(backbone: str, overrides: list[str], sections: set[int]) -> None:
         pearl, finetune = (json.loads(Path(d, "metrics.json").read_text()) for d in (pearl_dir, finetune_dir))
         if 6 in sections:
             print("6. end-to-end `pearl-cl run` (one subprocess each, Python start-up and data loading included)")
-            table(["method", "wall s", "vs Fine-tune", "learn+evaluate s"],
+            show(["method", "wall s", "vs Fine-tune", "learn+evaluate s"],
                   [[m, f"{s:.1f}", f"{s / finetune_s:.2f}x", f"{sum(t['total'] for t in r['seconds_per_task']):.1f}"]
                    for m, s, r in (("pearl (gradient probe)", pearl_s, pearl), ("finetune", finetune_s, finetune))])
         if 5 in sections:
@@ -237,7 +237,7 @@ def end_to_end(backbone: str, overrides: list[str], sections: set[int]) -> None:
                 own = tensor_bytes(path, ("adapter.", "head."))
                 rows.append([task["task"], f"{task['total']:,}", f"{task['total'] / full_params:.3f}x", f"{own / 2**10:,.1f}",
                              f"{own / full_bytes:.3f}x", f"{tensor_bytes(path, ('router.',)) / 2**10:,.1f}"])
-            table(["task", "parameters", "vs full copy", "adapter+head KiB", "vs full copy", "router statistics KiB"], rows)
+            show(["task", "parameters", "vs full copy", "adapter+head KiB", "vs full copy", "router statistics KiB"], rows)
 
 
 def main(args: list[str]) -> None:
@@ -255,10 +255,10 @@ def main(args: list[str]) -> None:
             bench, learners, seconds = learn_two(config)
             if 2 in sections:
                 probe_shares(learners, seconds)
+            if 3 in sections:  # before the timed training below moves task 2's adapter
+                inference(learners["finetune"], bench.tasks[1])
             if sections & {1, 7}:
                 throughput_and_flops(learners["finetune"], bench.tasks[1], config, sections)
-            if 3 in sections:
-                inference(learners["finetune"], bench.tasks[1])
         if 4 in sections:
             routers_against_tasks(config)
         if sections & {5, 6}:

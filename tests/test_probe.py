@@ -11,45 +11,50 @@ from pearl_cl.probe import finetune_probe, gradient_probe
 from pearl_cl.training import FitSettings
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_gradient_probe_steps_as_the_optimiser_would_at_the_reference(small_tasks, optimizer):
+def _batch_gradients(reference, task, seed: int) -> dict[str, torch.Tensor]:
+    """Each batch's gradient at the reference weights, (n_batches, *weight shape) per layer, by hand:
+    the same head (seeded as the probe seeds it) and the same batches as the probe."""
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(reference.feature_dim, 2)
+    net = build_backbone("mlp", (1, 28, 28), width=0.1)
+    net.load_state_dict(reference.state_dict())
+    grads = {"fc1": [], "fc2": []}
+    for xb, yb in iterate_batches(task.train_x, task.train_y, 64, torch.Generator().manual_seed(seed)):
+        net.zero_grad()
+        torch.nn.functional.cross_entropy(head(net(xb)), yb).backward()
+        for name in grads:
+            grads[name].append(getattr(net, name).weight.grad.clone())
+    return {name: torch.stack(g) for name, g in grads.items()}
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_gradient_probe_is_the_momentum_weighted_sum_of_gradients_at_the_reference(small_tasks, momentum):
     task = small_tasks[1]
     torch.manual_seed(0)
     reference = build_backbone("mlp", (1, 28, 28), width=0.1)
     before = {k: v.clone() for k, v in reference.state_dict().items()}
-    settings = FitSettings(epochs=1, batch_size=64, lr=0.01, optimizer=optimizer)
-    deltas = gradient_probe(reference, task, settings, seed=5)
-
-    # by hand: the same head (seeded as the probe seeds it), the same batches, one gradient per batch
-    torch.manual_seed(5)
-    head = torch.nn.Linear(reference.feature_dim, 2)
-    copy = build_backbone("mlp", (1, 28, 28), width=0.1)
-    copy.load_state_dict(before)
-    grads = {"fc1": [], "fc2": []}
-    for xb, yb in iterate_batches(task.train_x, task.train_y, 64, torch.Generator().manual_seed(5)):
-        copy.zero_grad()
-        torch.nn.functional.cross_entropy(head(copy(xb)), yb).backward()
-        for name in grads:
-            grads[name].append(getattr(copy, name).weight.grad.clone())
+    deltas = gradient_probe(reference, task, FitSettings(1, 64, lr=0.01, optimizer="sgd", momentum=momentum), seed=5)
     assert set(deltas) == {"fc1", "fc2"}
-    for name, per_batch in grads.items():
-        g = torch.stack(per_batch)
-        if optimizer == "sgd":
-            expected = -0.01 * g.sum(0)
-        else:  # Adam's step m/sqrt(v) with both moments over the pass, times the number of steps
-            expected = -0.01 * len(g) * g.mean(0) / (g.pow(2).mean(0).sqrt() + 1e-8)
-        assert torch.allclose(deltas[name], expected, atol=1e-6, rtol=1e-4)
+    for name, g in _batch_gradients(reference, task, 5).items():
+        n = len(g)  # SGD's buffer sums to: batch b's gradient counts (1 - m^(n-b+1)) / (1 - m) times
+        weight = torch.tensor([(1 - momentum ** (n - b)) / (1 - momentum) for b in range(n)])
+        expected = -0.01 * (weight[:, None, None] * g).sum(0)
+        assert torch.allclose(deltas[name], expected, atol=1e-7, rtol=1e-4)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in before.items())
 
 
-def test_adam_gradient_probe_moves_each_weight_at_most_lr_per_step(small_tasks):
-    """Adam's bound: |m/sqrt(v)| <= 1, so no weight moves more than lr times the number of steps."""
-    reference = build_backbone("mlp", (1, 28, 28), width=0.1)
+def test_adam_gradient_probe_is_adam_driven_by_the_gradients_at_the_reference(small_tasks):
     task = small_tasks[1]
-    deltas = gradient_probe(reference, task, FitSettings(epochs=1, batch_size=64, lr=0.01), seed=5)
-    steps = -(-len(task.train_y) // 64)
-    assert all(float(d.abs().max()) <= 0.01 * steps * (1 + 1e-6) for d in deltas.values())
-    assert all(float(d.abs().max()) > 0.01 for d in deltas.values())
+    torch.manual_seed(0)
+    reference = build_backbone("mlp", (1, 28, 28), width=0.1)
+    deltas = gradient_probe(reference, task, FitSettings(1, 64, lr=0.01), seed=5)
+    for name, g in _batch_gradients(reference, task, 5).items():
+        moved, m, v = torch.zeros_like(g[0]), torch.zeros_like(g[0]), torch.zeros_like(g[0])
+        for t, gb in enumerate(g, start=1):  # Adam (Kingma & Ba, Algorithm 1), betas 0.9, 0.999, eps 1e-8
+            m, v = 0.9 * m + 0.1 * gb, 0.999 * v + 0.001 * gb * gb
+            moved -= 0.01 * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+        assert torch.allclose(deltas[name], moved, atol=1e-6, rtol=1e-4)
+        assert float(deltas[name].abs().max()) > 0.01  # many times one step: not the tiny plain-SGD step
 
 
 def test_finetune_probe_returns_the_displacement_and_leaves_reference_alone(small_tasks):

@@ -4,20 +4,21 @@ Both probes work on a throw-away copy of the reference backbone with a fresh hea
 and return ΔW_l for every adaptable layer l; nothing they do touches the model being learned.
 
 * ``finetune``: train the copy with all weights free for ``probe_epochs``; ΔW = W_probe − W_ref.
-* ``gradient``: one pass over the task's training data taking gradients at W_ref without
-  stepping; ΔW is the displacement one epoch of the configured optimiser would make if the
-  gradients stayed at their values at W_ref (our reading; the paper's abstract is silent). With
-  ``n`` batches of mean gradients g_b: SGD gives ΔW = −lr·Σ_b g_b (momentum ignored); Adam gives
-  ΔW = −lr·n·mean_b(g_b) / (√mean_b(g_b²) + 1e-8) elementwise, its step m̂/√v̂ with both moments
-  at their values over the pass. Following the optimiser matters: with Adam's learning rate
-  (1e-3), the SGD displacement is so small that the residual rule gave rank 0 in every layer of
-  every split-mnist task (``benchmarks/speed.py``), while Adam's is on the scale of the
-  ``finetune`` probe's.
+* ``gradient``: one pass over the task's training data taking each batch's gradient at W_ref
+  and feeding it, without moving W_ref, to the configured optimiser (``torch.optim`` Adam or SGD
+  with momentum, as :func:`~pearl_cl.training.make_optimizer` builds it, weight decay left out)
+  acting on a displacement that starts at 0; ΔW is where that displacement ends: the step one
+  epoch of training would take if every batch's gradient kept its value at W_ref (our reading;
+  the paper's abstract is silent). Following the optimiser matters: the earlier −lr·Σ∇W (plain
+  SGD) at Adam's learning rate 1e-3 moved so little that the residual rule gave rank 0 in every
+  layer of every split-mnist task (resnet18 and mlp, ``benchmarks/speed.py`` section 2 at commit
+  2fdef70), while Adam's displacement is on the scale of the ``finetune`` probe's.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
@@ -26,10 +27,9 @@ from pearl_cl.backbones import adaptable_layers
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.errors import ConfigError, TrainingError
-from pearl_cl.training import FitSettings, fit
+from pearl_cl.training import FitSettings, fit, make_optimizer
 
 PROBES = ("finetune", "gradient")
-ADAM_EPS = 1e-8  # torch.optim.Adam's default eps
 
 
 def _probe_network(reference: nn.Module, n_classes: int, seed: int) -> tuple[nn.Module, nn.Linear]:
@@ -62,40 +62,33 @@ def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
 
 
 def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
-    """ΔW per adaptable layer from one pass of ``task``'s training batches at the reference
-    weights, as the optimiser of ``settings`` would step (module docstring: SGD −lr·Σ∇W, Adam
-    −lr·n·mean(∇W)/√mean(∇W²)).
+    """ΔW per adaptable layer: the optimiser of ``settings`` stepped once per training batch of
+    ``task`` with that batch's gradient at the reference weights (module docstring).
 
     Returns layer name → tensor shaped like that layer's weight; a layer the loss does not reach
     gets zeros (hence rank 0).
 
     Raises:
-        TrainingError: a batch's loss is NaN or infinite.
+        TrainingError: the task has no training images, or a batch's loss is NaN or infinite.
     """
+    if len(task.train_y) == 0:
+        raise TrainingError(f"{task.name} gradient probe: no training images; check the benchmark's task split")
     backbone, head = _probe_network(reference, len(task.classes), seed)
     layers = adaptable_layers(backbone)
     weights = [m.weight for m in layers.values()]
-    total = [torch.zeros_like(w) for w in weights]
-    squares = [torch.zeros_like(w) for w in weights] if settings.optimizer == "adam" else None
+    moved = [torch.zeros_like(w, requires_grad=True) for w in weights]
+    optimizer = make_optimizer(moved, dataclasses.replace(settings, weight_decay=0.0))
     backbone.train()
     generator = torch.Generator().manual_seed(seed)
-    n = 0
     for xb, yb in iterate_batches(task.train_x, task.train_y, settings.batch_size, generator):
         loss = nn.functional.cross_entropy(head(backbone(xb)), yb)
         if not torch.isfinite(loss):
             raise TrainingError(f"{task.name} gradient probe: loss became {loss.item()}; check the task's data")
         grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        for i, g in enumerate(grads):
-            if g is not None:
-                total[i] += g
-                if squares is not None:
-                    squares[i] += g * g
-        n += 1
-    if squares is None:
-        deltas = [-settings.lr * t for t in total]
-    else:
-        deltas = [-settings.lr * n * (t / n) / ((q / n).sqrt() + ADAM_EPS) for t, q in zip(total, squares)]
-    return dict(zip(layers, deltas))
+        for displacement, g in zip(moved, grads):
+            displacement.grad = torch.zeros_like(displacement) if g is None else g
+        optimizer.step()
+    return {name: d.detach() for name, d in zip(layers, moved)}
 
 
 def run_probe(kind: str, reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:

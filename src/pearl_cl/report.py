@@ -19,7 +19,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None or np.isnan(value) else f"{value:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def text_table(header: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others, with a rule under the header."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     def line(cells: list[str]) -> str:
@@ -43,7 +43,7 @@ def task_table(result: RunResult) -> str:
         rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}",
                      f"{routed[n - 1, i]:.2f}", _percent(result.routing[n - 1, i]), rank_text,
                      f"{r.parameters['total']:,}", f"{percent_of(r.parameters['total'], backbone):.2f}", f"{seconds[i]['total']:.1f}"])
-    return _table(["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
+    return text_table(["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
                    "rank sum (adapted layers)", "params added",
                    "% backbone", "seconds"], rows)
 
@@ -55,7 +55,7 @@ def rank_table(result: RunResult) -> str:
         return ""
     layers = list(later[0].ranks)
     rows = [[layer] + [f"{r.ranks[layer].rank} ({r.ranks[layer].proximity:.3f})" for r in later] for layer in layers]
-    return _table(["layer: rank (proximity)"] + [r.task for r in later], rows)
+    return text_table(["layer: rank (proximity)"] + [r.task for r in later], rows)
 
 
 def _routed_scenario(result: RunResult) -> str:
@@ -77,8 +77,8 @@ def summary(result: RunResult) -> str:
     routing = m["routing"]["accuracy"]
     rows.append(["routing accuracy %", "-", f"{routing:.2f} ({m['routing']['router']})" if routing is not None
                  else f"- ({m['routing']['router']})"])
-    metric_table = _table(["metric", SCENARIO, routed], rows)
-    costs = _table(["cost", "value"], [
+    metric_table = text_table(["metric", SCENARIO, routed], rows)
+    costs = text_table(["cost", "value"], [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
         ["state kept (numbers)", f"{max(m['state_numbers']['per_task'].values(), default=0):,}"],
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
@@ -111,7 +111,7 @@ def format_matrix(acc: np.ndarray) -> str:
     """The accuracy matrix as text, ``-`` for tasks not yet seen."""
     n = acc.shape[0]
     rows = [[f"after task{i + 1}"] + ["-" if np.isnan(v) else f"{v:.2f}" for v in acc[i]] for i in range(n)]
-    return _table(["R[i, j] %"] + [f"task{j + 1}" for j in range(n)], rows)
+    return text_table(["R[i, j] %"] + [f"task{j + 1}" for j in range(n)], rows)
 
 
 def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
@@ -142,7 +142,7 @@ def compare_table(comparison: Comparison) -> str:
         "evaluation of every task seen after each task. Single-head methods (finetune, joint, ewc, si, lwf) get",
         "Task-IL by masking their one head to the task's classes.",
     ])
-    return "\n\n".join([legend, _table(header, rows),
+    return "\n\n".join([legend, text_table(header, rows),
                          f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
 
 

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pearl_cl.errors import ConfigError
+from pearl_cl.training import EVAL_BATCH
+
 ROUTERS = ("mahalanobis", "reference", "energy", "max_prob", "entropy", "oracle")
 CALIBRATED = ("mahalanobis", "energy", "max_prob", "entropy")
 
@@ -59,8 +62,15 @@ def score_energy(logits: torch.Tensor) -> torch.Tensor:
 
 def whitening(precision: torch.Tensor) -> torch.Tensor:
     """Lower-triangular ``(D, D)`` L with L·Lᵀ = ``precision`` (Cholesky), so that the squared
-    Mahalanobis distance of x to μ is ‖(x − μ)·L‖²."""
-    return torch.linalg.cholesky(precision)
+    Mahalanobis distance of x to μ is ‖(x − μ)·L‖².
+
+    Raises:
+        ConfigError: ``precision`` is not positive definite (a singular covariance without shrinkage).
+    """
+    factor, info = torch.linalg.cholesky_ex(precision)
+    if int(info):
+        raise ConfigError("the routers' feature covariance is singular; set routing.shrinkage above 0 (default 0.001)")
+    return factor
 
 
 def mahalanobis_sq(features: torch.Tensor, means: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -198,7 +208,7 @@ def _features(model, x: torch.Tensor, task: str, batch_size: int) -> tuple[torch
 
 @torch.no_grad()
 def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
-                    val_x: torch.Tensor, shrinkage: float, batch_size: int = 512) -> TaskStatistics:
+                    val_x: torch.Tensor, shrinkage: float, batch_size: int = EVAL_BATCH) -> TaskStatistics:
     """Statistics of task ``task`` for every router, from its ``(N, C, H, W)`` training images
     with local labels ``(N,)`` and its validation images (the training images when there are none).
 

@@ -113,13 +113,14 @@ class Pearl(TaskBranches):
         deltas = run_probe(cfg.probe, reference, task, self.config.fit_settings("pearl.probe_epochs", "train.lr", iterations=False), seed)
         probed = time.perf_counter()
         weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
-        svds = {name: factorise(delta) for name, delta in deltas.items()}  # one SVD per layer, rule and init
-        ranks = allocate_ranks(deltas, weights, self.rule, {name: svd.S for name, svd in svds.items()})
+        svds = {name: factorise(delta) for name, delta in deltas.items()} if cfg.init == "svd" else None
+        spectra = {name: svd.S for name, svd in svds.items()} if svds else None  # one SVD serves rule and init
+        ranks = allocate_ranks(deltas, weights, self.rule, spectra)
         if rank_factor > 1:
             ranks = {n: LayerRank(n, r.shape, r.proximity, min(max(r.rank * rank_factor, 1), *r.shape)) for n, r in ranks.items()}
         add_task_adapter(self.model, task.name, {name: r.rank for name, r in ranks.items()}, cfg.init, svds)
         self.model.add_head(task.name, len(task.classes))
-        ranked = time.perf_counter()  # the rank step: rule, SVD initialisation and PEFT bookkeeping
+        ranked = time.perf_counter()  # the rank step: rule, SVD initialisation, adapter and head
         params, stats = self._fit(task, "train.epochs", "train.adapter_lr", seed, "adapter")
         return TaskRecord(task.name, task.classes, False, ranks, _parameter_counts(params),
                           {"probe": probed - start, "rank": ranked - probed, "train": stats.seconds}, stats.final_loss)

@@ -41,7 +41,7 @@ class TaskRecord:
             this task; 0 for methods that keep none.
         note: why the task was retried (its first attempt failed the guard), else empty.
         seconds: wall time in seconds, keys ``probe`` (copying W_ref and the probe), ``rank`` (the rank
-            rule, SVD initialisation and building the adapter), ``train``.
+            rule, SVD initialisation and building the adapter and head), ``train``.
         train_loss: mean training loss of the last pass over the data.
         val_accuracy: Task-IL accuracy (%) on the task's validation split after training.
     """
