@@ -51,7 +51,8 @@ from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods import Pearl
 from pearl_cl.report import text_table
 from pearl_cl.routing import ROUTERS
-from pearl_cl.runner import benchmark_for, routed_counts
+from pearl_cl.evaluation import routed_counts
+from pearl_cl.runner import benchmark_for
 from pearl_cl.training import count_correct, fit
 
 REPEATS = 5

@@ -232,6 +232,30 @@ def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, tra
     return stats
 
 
+def reference_features(model, x: torch.Tensor) -> torch.Tensor:
+    """``(N, D_ref)`` features of ``x`` ``(N, C, H, W)`` through the reference branch, one pass."""
+    return _features(model, x, model.reference_task, len(x))[0]
+
+
+def branch_outputs(model, x: torch.Tensor, name: str, lookup: torch.Tensor, stats: TaskStatistics, router: str,
+                   ref_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What branch ``name`` tells a router about ``x`` ``(N, C, H, W)``, in one pass: ``(N,)``
+    global classes its head predicts (``lookup`` maps its local classes to global ones) and,
+    under a T-branch router, ``(N,)`` its calibrated scores (else None). ``ref_feats``
+    (:func:`reference_features` of ``x``) is needed by ``mahalanobis`` only."""
+    is_reference = name == model.reference_task
+    if ref_feats is not None and is_reference:
+        feats, logits = ref_feats, model.heads[name](ref_feats)
+    else:
+        feats, logits = _features(model, x, name, len(x))
+    preds = lookup[logits.argmax(dim=1)]
+    if router not in CALIBRATED:
+        return preds, None
+    if ref_feats is not None:
+        feats = joint_features(feats, ref_feats, is_reference)
+    return preds, calibrated(router, branch_scores(router, logits, feats, stats), stats)
+
+
 @torch.no_grad()
 def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...]], stats: list[TaskStatistics],
           router: str, shrinkage: float, true_task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,22 +280,12 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
     """
     lookup = [torch.tensor(c) for c in classes]
     if router in CALIBRATED:
-        scores, preds = [], []
-        ref_feats = _features(model, x, model.reference_task, len(x))[0] if router == "mahalanobis" else None
-        for t, name in enumerate(tasks):
-            if ref_feats is not None and name == model.reference_task:
-                feats, logits = ref_feats, model.heads[name](ref_feats)
-            else:
-                feats, logits = _features(model, x, name, len(x))
-            if ref_feats is not None:
-                feats = joint_features(feats, ref_feats, name == model.reference_task)
-            scores.append(calibrated(router, branch_scores(router, logits, feats, stats[t]), stats[t]))
-            preds.append(lookup[t][logits.argmax(dim=1)])
-        chosen = torch.stack(scores).argmax(dim=0)
-        return torch.stack(preds).gather(0, chosen[None]).squeeze(0), chosen
+        ref_feats = reference_features(model, x) if router == "mahalanobis" else None
+        outputs = [branch_outputs(model, x, name, lookup[t], stats[t], router, ref_feats) for t, name in enumerate(tasks)]
+        chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
+        return torch.stack([preds for preds, _ in outputs]).gather(0, chosen[None]).squeeze(0), chosen
     if router == "reference":
-        ref_feats, _ = _features(model, x, model.reference_task, len(x))
-        chosen = reference_scores(ref_feats, stats, shrinkage).argmax(dim=0)
+        chosen = reference_scores(reference_features(model, x), stats, shrinkage).argmax(dim=0)
     elif router == "oracle":
         if true_task is None:
             raise ValueError("the oracle router needs the true task of each image")

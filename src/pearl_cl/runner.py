@@ -41,7 +41,6 @@ from pearl_cl.progress import PROGRESS, SCENARIO, Progress
 from pearl_cl.restore import BENCHMARK_COPY, checked_overrides, load_learner, open_run
 from pearl_cl.routing import ROUTERS
 from pearl_cl.store import RunStore
-from pearl_cl.training import EVAL_BATCH
 
 
 
@@ -381,9 +380,9 @@ def _learn(config: RunConfig, bench: Benchmark, store: RunStore, learner, progre
             _write(store, config, bench.source, progress, learner, peak_is_per_run,
                    status=f"failed at {bench.tasks[i].name}: {progress.learned} of {len(bench.tasks)} tasks learned")
             raise
-        for j, seen in enumerate(bench.tasks[: i + 1]):
-            progress.correct[SCENARIO][i, j] = learner.count_correct(seen.name, seen.test_x, seen.test_y)
-            progress.correct[progress.scenario][i, j], progress.routed[i, j] = routed_counts(learner, seen, j)
+        for j, counts in enumerate(learner.evaluate(list(bench.tasks[: i + 1]))):
+            progress.correct[SCENARIO][i, j] = counts.task_il
+            progress.correct[progress.scenario][i, j], progress.routed[i, j] = counts.routed_right, counts.routed_own
         progress.seconds.append(time.perf_counter() - start)
         progress.records.append(learner.records[-1])
         progress.identifies_tasks = learner.identifies_tasks
@@ -393,17 +392,3 @@ def _learn(config: RunConfig, bench: Benchmark, store: RunStore, learner, progre
         if on_task is not None:
             on_task(learner.records[-1], progress.accuracy()[SCENARIO])
     return _result(store.root, progress, result)
-
-
-def routed_counts(learner, task: TaskData, index: int, router: str | None = None) -> tuple[int, int]:
-    """Images of ``task``'s test set whose class the router-chosen branch predicts right, and
-    images routed to ``task`` (its position ``index``), in batches of :data:`EVAL_BATCH`;
-    ``router`` defaults to the learner's configured one."""
-    right = routed = 0
-    labels = task.test_labels
-    for start in range(0, len(labels), EVAL_BATCH):
-        x, y = task.test_x[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
-        pred, chosen = learner.route(x, true_task=torch.full((len(y),), index), router=router)
-        right += int((pred == y).sum())
-        routed += int((chosen == index).sum())
-    return right, routed

@@ -14,8 +14,10 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.metrics import task_accuracy
-from pearl_cl.routing import TaskStatistics, route, task_statistics
-from pearl_cl.training import count_correct
+from pearl_cl.evaluation import TaskCounts
+from pearl_cl.routing import (CALIBRATED, ROUTERS, TaskStatistics, branch_outputs, reference_features, reference_scores,
+                              route, task_statistics)
+from pearl_cl.training import EVAL_BATCH, count_correct
 
 
 class TaskBranches:
@@ -32,6 +34,7 @@ class TaskBranches:
         self.model: torch.nn.Module
         self.records: list[TaskRecord] = []
         self.statistics: dict[str, TaskStatistics] = {}
+        self._evaluated: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @property
     def router_name(self) -> str:
@@ -83,3 +86,70 @@ class TaskBranches:
         tasks = [r.task for r in self.records]
         return route(self.model, x, tasks, [r.classes for r in self.records], [self.statistics[t] for t in tasks],
                      router or self.config.routing.router, self.config.routing.shrinkage, true_task)
+
+    @torch.no_grad()
+    def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
+        """:class:`~pearl_cl.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned, in
+        order) on its test images, choosing among every branch learned so far with ``router``
+        (default ``routing.router``).
+
+        The same counts as :func:`pearl_cl.evaluation.evaluate_tasks` (the same batches through
+        the same branches; the ``reference`` router may differ in the last bits of a score), with
+        less work: a learned branch never changes (DESIGN.md §2 step 5, ``tests/test_isolation.py``),
+        so what each branch predicts and scores on a task's test images is computed once and kept
+        (``(N,)`` classes and scores per branch and task, and the reference features, ``(N, D_ref)``
+        per task; never images), and the Task-IL count reads the task's own branch from it. After
+        task i only the new branch and the new task's images need a pass, not all i + 1 branches
+        over every seen task again.
+
+        Raises:
+            ValueError: ``tasks`` are not the first tasks learned, or the router is unknown.
+        """
+        router = router or self.router_name
+        names = [r.task for r in self.records]
+        if [t.name for t in tasks] != names[: len(tasks)]:
+            raise ValueError(f"evaluate takes the first tasks learned, in order ({', '.join(names)}); "
+                             f"got {', '.join(t.name for t in tasks)}")
+        if router not in ROUTERS:
+            raise ValueError(f"unknown router {router!r}; choose one of: {', '.join(ROUTERS)}")
+        self.model.eval()
+        counts = []
+        for j, task in enumerate(tasks):
+            outputs = [self._outputs(b, task, router) for b in range(len(names))]
+            preds = torch.stack([p for p, _ in outputs])
+            if router in CALIBRATED:
+                chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
+            elif router == "reference":
+                stats = [self.statistics[n] for n in names]
+                chosen = reference_scores(self._reference_features(task), stats, self.config.routing.shrinkage).argmax(dim=0)
+            else:  # oracle
+                chosen = torch.full((len(task.test_y),), j)
+            labels = task.test_labels
+            pred = preds.gather(0, chosen[None]).squeeze(0)
+            counts.append(TaskCounts(int((preds[j] == labels).sum()), int((pred == labels).sum()), int((chosen == j).sum())))
+        return counts
+
+    def _outputs(self, branch: int, task: TaskData, router: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Branch ``branch``'s :func:`~pearl_cl.routing.branch_outputs` on ``task``'s test images,
+        in batches of :data:`EVAL_BATCH`, computed once per branch, task and router."""
+        name = self.records[branch].task
+        key = ("outputs", name, task.name, router)
+        kept = self._evaluated.get(key)
+        if kept is None or kept[0] is not task.test_x:
+            x, lookup, stats = task.test_x, torch.tensor(self.records[branch].classes), self.statistics[name]
+            ref = self._reference_features(task) if router == "mahalanobis" else None
+            parts = [branch_outputs(self.model, x[s : s + EVAL_BATCH], name, lookup, stats, router,
+                                    None if ref is None else ref[s : s + EVAL_BATCH]) for s in range(0, len(x), EVAL_BATCH)]
+            scores = torch.cat([sc for _, sc in parts]) if router in CALIBRATED else None
+            kept = self._evaluated[key] = (x, torch.cat([p for p, _ in parts]), scores)
+        return kept[1], kept[2]
+
+    def _reference_features(self, task: TaskData) -> torch.Tensor:
+        """``(N, D_ref)`` reference-branch features of ``task``'s test images, computed once."""
+        key = ("reference", task.name)
+        kept = self._evaluated.get(key)
+        if kept is None or kept[0] is not task.test_x:
+            x = task.test_x
+            kept = self._evaluated[key] = (x, torch.cat([reference_features(self.model, x[s : s + EVAL_BATCH])
+                                                         for s in range(0, len(x), EVAL_BATCH)]), None)
+        return kept[1]

@@ -44,7 +44,8 @@ class Pearl(TaskBranches):
     """The PEARL learner: ``learn(task, seed)`` one task at a time, then evaluate any task seen.
 
     Every method in :data:`pearl_cl.methods.METHODS` has this interface: ``learn``,
-    ``count_correct`` (Task-IL), ``route`` (no task label), ``task_tensors``, ``records``,
+    ``count_correct`` (Task-IL), ``route`` (no task label), ``evaluate`` (test counts after a task),
+    ``task_tensors``, ``records``,
     ``backbone_parameters`` and ``identifies_tasks``.
 
     Args:

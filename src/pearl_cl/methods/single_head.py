@@ -24,6 +24,7 @@ from torch import nn
 from pearl_cl.backbones import build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.evaluation import TaskCounts, evaluate_tasks
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.metrics import task_accuracy
 from pearl_cl.training import EVAL_BATCH, count_correct, fit
@@ -203,6 +204,11 @@ class SingleHead:
         units = self._units()
         pred = torch.cat([units[self.active_logits(x[s : s + EVAL_BATCH]).argmax(1)] for s in range(0, len(x), EVAL_BATCH)])
         return pred, self._owner()[pred]
+
+    def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
+        """:class:`~pearl_cl.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned),
+        every image afresh: the network changes with every task."""
+        return evaluate_tasks(self, tasks, router)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
         """The whole network after task ``task`` (``model.*``: backbone and head) and the
