@@ -19,10 +19,12 @@ For each backbone (``backbones=resnet18,mlp``) on split-mnist with the default c
 Things compared in sections 1, 3, 4 and 7 are timed interleaved (A B A B …) and the median of the
 repeats is kept, so the noise of this machine hits both alike; sections 5 and 6 are one run of
 each method, one after the other. The ratios are the result, not the absolute figures.
-``sections=1,3`` runs a subset (5 and 6 share their runs).
+``sections=1,3`` runs a subset (5 and 6 share their runs); ``protocol=classic-split-mnist`` starts
+from a named protocol (the MLP's literature protocol: width 1, batch 128, 2,000 steps per task).
 
     .venv/bin/python benchmarks/speed.py
     .venv/bin/python benchmarks/speed.py backbones=mlp sections=1,2,3
+    .venv/bin/python benchmarks/speed.py backbones=mlp protocol=classic-split-mnist
 """
 
 from __future__ import annotations
@@ -214,8 +216,9 @@ def tensor_bytes(path: Path, prefixes: tuple[str, ...]) -> int:
     return sum(t.numel() * t.element_size() for k, t in load_file(path).items() if k.startswith(prefixes))
 
 
-def end_to_end(backbone: str, overrides: list[str], sections: set[int]) -> None:
+def end_to_end(backbone: str, overrides: list[str], sections: set[int], protocol: str | None) -> None:
     sets = [a for o in [f"backbone.name={backbone}", *overrides] for a in ("--set", o)]
+    sets += ["--protocol", protocol] if protocol else []
     with tempfile.TemporaryDirectory() as tmp:
         pearl_dir, finetune_dir = Path(tmp, "pearl"), Path(tmp, "finetune")
         pearl_s = run_cli([*sets, "--set", "pearl.probe=gradient"], pearl_dir)
@@ -242,14 +245,15 @@ def end_to_end(backbone: str, overrides: list[str], sections: set[int]) -> None:
 
 
 def main(args: list[str]) -> None:
-    options = dict(a.split("=", 1) for a in args if a.startswith(("backbones=", "sections=")))
-    overrides = [a for a in args if not a.startswith(("backbones=", "sections="))]
+    own = ("backbones=", "sections=", "protocol=")
+    options = dict(a.split("=", 1) for a in args if a.startswith(own))
+    overrides = [a for a in args if not a.startswith(own)]
     backbones = options.get("backbones", "resnet18,mlp").split(",")
     sections = {int(s) for s in options.get("sections", "1,2,3,4,5,6,7").split(",")}
     torch.use_deterministic_algorithms(True, warn_only=True)  # as pearl-cl run does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for backbone in backbones:
-        config = load_config(None, [f"backbone.name={backbone}", *overrides])
+        config = load_config(None, [f"backbone.name={backbone}", *overrides], protocol=options.get("protocol"))
         print(f"\n== {backbone} on {config.benchmark}, batch {config.train.batch_size}, "
               f"{config.train.epochs} epoch(s) per task ==")
         if sections & {1, 2, 3, 7}:
@@ -263,7 +267,7 @@ def main(args: list[str]) -> None:
         if 4 in sections:
             routers_against_tasks(config)
         if sections & {5, 6}:
-            end_to_end(backbone, overrides, sections)
+            end_to_end(backbone, overrides, sections, options.get("protocol"))
 
 
 if __name__ == "__main__":
