@@ -12,9 +12,9 @@ import torch
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.evaluation import TaskCounts
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.metrics import task_accuracy
-from pearl_cl.evaluation import TaskCounts
 from pearl_cl.routing import (CALIBRATED, ROUTERS, TaskStatistics, branch_outputs, reference_features, reference_scores,
                               route, task_statistics)
 from pearl_cl.training import EVAL_BATCH, count_correct
