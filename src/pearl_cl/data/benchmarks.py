@@ -10,6 +10,10 @@
   seed; task 1 keeps the original pixel order (our choice, so the reference task is natural
   images). Rotated-MNIST: 5 tasks of all 10 digits rotated by 0°, 45°, 90°, 135°, 180°.
   Scenario without task labels: domain-incremental (one shared label set).
+* Split-CIFAR-10 (5 tasks of 2 classes) and Split-CIFAR-100 (10 tasks of 10 classes, or 5 of
+  20), as in the class-incremental CIFAR protocols of the literature (Rebuffi et al., iCaRL,
+  CVPR 2017; van de Ven et al., 2022), classes in label order; the files come from
+  ``--data-root`` (:mod:`pearl_cl.data.cifar`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class BenchmarkSpec:
 DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
     "mnist": (10, (0.1307,), (0.3081,)),
     "fashion-mnist": (10, (0.2860,), (0.3530,)),
+    # CIFAR: the training-set statistics the CL libraries use (mammoth's seq-cifar10 / seq-cifar100)
+    "cifar10": (10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 _MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -56,6 +63,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION),
     "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"),
     "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"),
+    "split-cifar10": BenchmarkSpec("split-cifar10", "cifar10", 5, 2, "class-il", *DATASET_FACTS["cifar10"][1:]),
+    "split-cifar100-10x10": BenchmarkSpec("split-cifar100-10x10", "cifar100", 10, 10, "class-il", *DATASET_FACTS["cifar100"][1:]),
+    "split-cifar100-5x20": BenchmarkSpec("split-cifar100-5x20", "cifar100", 5, 20, "class-il", *DATASET_FACTS["cifar100"][1:]),
 }
 BENCHMARK_FILE_SUFFIXES = (".yaml", ".yml")
 

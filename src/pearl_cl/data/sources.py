@@ -9,7 +9,9 @@ Each loader returns an :class:`ImageSet` and looks, in order:
 3. a torchvision download into ``data_root``, only when ``download`` is true (the default is
    false so that nothing reaches the network unless asked).
 
-When all fail, :class:`~pearl_cl.errors.DataError` names every way to get the data.
+When all fail, :class:`~pearl_cl.errors.DataError` names every way to get the data. CIFAR-10 and
+CIFAR-100, which have no offline copy here, are read from ``data_root`` by
+:mod:`pearl_cl.data.cifar`; :data:`DATASETS` names every loader.
 """
 
 from __future__ import annotations
@@ -17,43 +19,17 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from pearl_cl.data.cifar import load_cifar10, load_cifar100
+from pearl_cl.data.images import ImageSet
 from pearl_cl.errors import DataError
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """A labelled image dataset held in memory.
-
-    Attributes:
-        name: dataset name, e.g. ``"mnist"``.
-        train_images: ``(N_train, C, H, W)`` uint8 pixels.
-        train_labels: ``(N_train,)`` int64 class indices.
-        test_images: ``(N_test, C, H, W)`` uint8 pixels.
-        test_labels: ``(N_test,)`` int64 class indices.
-        source: where the data was read from (a path), for the run's records.
-    """
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    source: str
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.train_images.shape[1:]
-        return int(c), int(h), int(w)
 
 
 def _from_torchvision(name: str, dataset_cls: type, root: Path, download: bool) -> ImageSet:
@@ -214,4 +190,5 @@ def load_fashion_mnist(data_root: str | Path | None = None, download: bool = Fal
     return _load("fashion-mnist", "FashionMNIST", offline, hint, data_root, download)
 
 
-DATASETS: dict[str, Callable[..., ImageSet]] = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+DATASETS: dict[str, Callable[..., ImageSet]] = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
+                                                "cifar10": load_cifar10, "cifar100": load_cifar100}

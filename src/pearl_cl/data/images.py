@@ -1,0 +1,34 @@
+"""The in-memory form every dataset source returns (our design)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A labelled image dataset held in memory.
+
+    Attributes:
+        name: dataset name, e.g. ``"mnist"``.
+        train_images: ``(N_train, C, H, W)`` uint8 pixels.
+        train_labels: ``(N_train,)`` int64 class indices.
+        test_images: ``(N_test, C, H, W)`` uint8 pixels.
+        test_labels: ``(N_test,)`` int64 class indices.
+        source: where the data was read from (a path), for the run's records.
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.train_images.shape[1:]
+        return int(c), int(h), int(w)
