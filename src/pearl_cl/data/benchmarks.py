@@ -13,7 +13,8 @@
 * Split-CIFAR-10 (5 tasks of 2 classes) and Split-CIFAR-100 (10 tasks of 10 classes, or 5 of
   20), as in the class-incremental CIFAR protocols of the literature (Rebuffi et al., iCaRL,
   CVPR 2017; van de Ven et al., 2022), classes in label order; the files come from
-  ``--data-root`` (:mod:`pearl_cl.data.cifar`).
+  ``--data-root`` (:mod:`pearl_cl.data.cifar`). Split-TinyImageNet: 10 tasks of 20 classes
+  (mammoth's seq-tinyimg), 64×64 images, the labelled validation set as test set.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
     # CIFAR: the training-set statistics the CL libraries use (mammoth's seq-cifar10 / seq-cifar100)
     "cifar10": (10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": (100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tinyimagenet": (200, (0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821)),  # mammoth's seq-tinyimg
 }
 _MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -66,6 +68,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split-cifar10": BenchmarkSpec("split-cifar10", "cifar10", 5, 2, "class-il", *DATASET_FACTS["cifar10"][1:]),
     "split-cifar100-10x10": BenchmarkSpec("split-cifar100-10x10", "cifar100", 10, 10, "class-il", *DATASET_FACTS["cifar100"][1:]),
     "split-cifar100-5x20": BenchmarkSpec("split-cifar100-5x20", "cifar100", 5, 20, "class-il", *DATASET_FACTS["cifar100"][1:]),
+    "split-tinyimagenet": BenchmarkSpec("split-tinyimagenet", "tinyimagenet", 10, 20, "class-il",
+                                        *DATASET_FACTS["tinyimagenet"][1:]),
 }
 BENCHMARK_FILE_SUFFIXES = (".yaml", ".yml")
 

@@ -11,7 +11,8 @@ Each loader returns an :class:`ImageSet` and looks, in order:
 
 When all fail, :class:`~pearl_cl.errors.DataError` names every way to get the data. CIFAR-10 and
 CIFAR-100, which have no offline copy here, are read from ``data_root`` by
-:mod:`pearl_cl.data.cifar`; :data:`DATASETS` names every loader.
+:mod:`pearl_cl.data.cifar`, TinyImageNet by :mod:`pearl_cl.data.tinyimagenet`; :data:`DATASETS`
+names every loader.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from pearl_cl.data.cifar import load_cifar10, load_cifar100
 from pearl_cl.data.images import ImageSet
+from pearl_cl.data.tinyimagenet import load_tinyimagenet
 from pearl_cl.errors import DataError
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -191,4 +193,5 @@ def load_fashion_mnist(data_root: str | Path | None = None, download: bool = Fal
 
 
 DATASETS: dict[str, Callable[..., ImageSet]] = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
-                                                "cifar10": load_cifar10, "cifar100": load_cifar100}
+                                                "cifar10": load_cifar10, "cifar100": load_cifar100,
+                                                "tinyimagenet": load_tinyimagenet}
