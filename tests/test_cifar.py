@@ -83,7 +83,8 @@ def test_missing_or_malformed_cifar_is_a_clear_error(tmp_path):
 def test_pearl_runs_split_cifar10_from_the_files(tmp_path):
     _cifar10(tmp_path / "data", per_file=60)
     result = run(load_config(benchmark="split-cifar10", out=str(tmp_path / "run"), data__root=str(tmp_path / "data"),
-                             backbone__width=0.25, train__batch_size=16, pearl__probe="gradient"))
+                             backbone__width=0.25, train__batch_size=16, pearl__probe="gradient",
+                             train__augment="crop_flip"))
     assert result.metrics["status"] == "complete" and len(result.records) == 5
     assert result.metrics["data_source"].endswith("cifar-10-batches-py")
     assert all(r.ranks for r in result.records[1:])  # every later task got a rank decision per layer

@@ -55,7 +55,8 @@ class TrainConfig:
     baselines), ``reference_epochs`` for the first task; ``iterations``, when set, replaces both
     with a fixed number of optimiser steps per task (the probe still counts ``probe_epochs``);
     ``optimizer``: adam | sgd; ``lr`` (full-weight training) and ``adapter_lr`` (LoRA adapters)
-    and ``weight_decay`` per step."""
+    and ``weight_decay`` per step; ``augment``: none | crop_flip (random crop after 4-pixel padding
+    and horizontal flip of every training batch, :mod:`pearl_cl.data.augment`; for 32×32 RGB)."""
 
     epochs: int = 1
     reference_epochs: int = 1
@@ -66,6 +67,7 @@ class TrainConfig:
     adapter_lr: float = 0.003
     weight_decay: float = 0.0
     momentum: float = 0.9
+    augment: str = "none"
 
 
 @dataclass
@@ -200,7 +202,8 @@ class RunConfig:
         """
         t = self.train
         return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
-                           t.momentum, names=(epochs_key, lr_key), iterations=t.iterations if iterations else None)
+                           t.momentum, names=(epochs_key, lr_key), iterations=t.iterations if iterations else None,
+                           augment=t.augment)
 
 
 PROTOCOLS: dict[str, dict[str, Any]] = {

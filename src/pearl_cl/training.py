@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
 from pearl_cl.data.batches import iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
 
@@ -25,7 +26,8 @@ class FitSettings:
     """How to fit: ``epochs`` passes over the data in batches of ``batch_size``, or exactly
     ``iterations`` optimiser steps when that is set (passes repeat, each in a new random order;
     the Split-MNIST protocol of the literature counts steps); ``lr`` is the step size;
-    ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2. ``names`` are the
+    ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2; ``augment`` is none |
+    crop_flip (:mod:`pearl_cl.data.augment`, each training batch). ``names`` are the
     config keys of ``epochs`` and ``lr``, used in error messages.
 
     Raises:
@@ -40,6 +42,7 @@ class FitSettings:
     momentum: float = 0.9
     names: tuple[str, str] = ("epochs", "lr")
     iterations: int | None = None
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -56,6 +59,8 @@ class FitSettings:
             raise ConfigError(f"train.weight_decay must be finite and >= 0, got {self.weight_decay}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation {self.augment!r} (train.augment); choose one of: {', '.join(AUGMENTATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ def fit(
             epoch += 1
             loss_sum, count = 0.0, 0
             for xb, yb in iterate_batches(x, y, settings.batch_size, generator):
+                if settings.augment == "crop_flip":
+                    xb = crop_flip(xb, generator)
                 logits = forward(xb)
                 loss = nn.functional.cross_entropy(logits, yb)
                 if extra_loss is not None:
