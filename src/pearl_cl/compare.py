@@ -10,7 +10,8 @@ at least rank 1; norm and head parameters are the same for both).
 
 The comparison directory holds ``runs/<label>-seed<k>/`` (one run directory each),
 ``compare_runs.csv`` (one row per run), ``compare.csv`` (mean and standard deviation per method)
-and ``compare.json`` (both), rewritten atomically after every run.
+and ``compare.json`` (both), rewritten atomically after every run, and at the end the plots and
+``report.md`` of :func:`pearl_cl.report.write_report`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pearl_cl.config import RunConfig
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
 from pearl_cl.rank import matched_fixed_rank
+from pearl_cl.report import write_report
 from pearl_cl.runner import SCENARIO, RunResult, check, run
 from pearl_cl.store import RunStore
 
@@ -202,6 +204,7 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
             _write(store, rows, aggregate(rows), settings)
             if on_run is not None:
                 on_run(rows[-1])
+    write_report([directory])
     return Comparison(directory, rows, aggregate(rows))
 
 

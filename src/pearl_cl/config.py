@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
+from pearl_cl.backbones import build_backbone
 from pearl_cl.errors import ConfigError
 from pearl_cl.rank import RankRule
 from pearl_cl.training import FitSettings
@@ -43,10 +45,21 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """``name``: resnet18 | mlp; ``width``: channel / unit multiplier (resnet18 base is 20 channels)."""
+    """``name``: one of :data:`~pearl_cl.backbones.BACKBONES`; ``width``: channel / unit multiplier
+    (resnet18 base is 20 channels); ``pretrained``: a checkpoint (.safetensors / .pth) to start
+    from, ``imagenet`` for efficientnet-lite0's packaged weights, or None (random initialisation)."""
 
     name: str = "resnet18"
     width: float = 0.5
+    pretrained: str | None = None
+
+    def build(self, image_shape: tuple[int, int, int]) -> nn.Module:
+        """The backbone for ``image_shape`` = (C, H, W) images (:func:`pearl_cl.backbones.build_backbone`).
+
+        Raises:
+            ConfigError: see :func:`~pearl_cl.backbones.build_backbone`.
+        """
+        return build_backbone(self.name, image_shape, self.width, self.pretrained)
 
 
 @dataclass

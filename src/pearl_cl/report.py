@@ -1,17 +1,33 @@
-"""Console tables from a finished run (our design; plots come in a later issue)."""
+"""Tables of a finished run or comparison, for the console and for ``report.md`` (our design).
+
+Each table is built once as a header and rows of strings (``*_rows``) and laid out either as
+aligned text (:func:`text_table`, the console) or as Markdown (:func:`markdown_table`,
+``report.md``), so both show the same numbers. :func:`write_report` writes the plots of
+:mod:`pearl_cl.plots` and ``report.md`` for a run or comparison directory (``pearl-cl report``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from pearl_cl.errors import PearlError
 from pearl_cl.methods import TaskRecord
 from pearl_cl.metrics import percent_of
-from pearl_cl.runner import SCENARIO, RunResult
+from pearl_cl.runner import SCENARIO, RunResult, inspect
+from pearl_cl.store import MANIFEST, RunStore
 
 if TYPE_CHECKING:
     from pearl_cl.compare import Comparison
+    from pearl_cl.plots import Point
+
+Table = tuple[list[str], list[list[str]]]  # header, rows
+REPORT = "report.md"
 
 
 def _percent(value: float | None) -> str:
@@ -27,9 +43,18 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
-def task_table(result: RunResult) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """The same table in Markdown: left-aligned first column, right-aligned others (``|`` in a
+    cell is escaped)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"] + [line(r) for r in rows])
+
+
+def task_rows(result: RunResult, proximity: bool = False) -> Table:
     """One row per task: classes, Task-IL and routed (class-/domain-IL) accuracy at the end,
-    routing accuracy at the end, ranks, cost."""
+    routing accuracy at the end, ranks, cost; with ``proximity``, also the range of the probe's
+    proximity over the task's layers."""
     acc, n = result.accuracy[SCENARIO], len(result.records)
     routed_name = _routed_scenario(result)
     routed = result.accuracy[routed_name]
@@ -40,22 +65,37 @@ def task_table(result: RunResult) -> str:
         ranks = [lr.rank for lr in r.ranks.values()]
         rank_text = "reference" if r.reference else (
             f"{sum(ranks)} ({sum(x > 0 for x in ranks)}/{len(ranks)} layers, max {max(ranks)})" if ranks else "-")
+        closeness = [lr.proximity for lr in r.ranks.values()]
+        extra = [f"{min(closeness):.3f}–{max(closeness):.3f}" if closeness else "-"] if proximity else []
         rows.append([r.task, ",".join(map(str, r.classes)), f"{acc[i, i]:.2f}", f"{acc[n - 1, i]:.2f}",
-                     f"{routed[n - 1, i]:.2f}", _percent(result.routing[n - 1, i]), rank_text,
+                     f"{routed[n - 1, i]:.2f}", _percent(result.routing[n - 1, i]), rank_text, *extra,
                      f"{r.parameters['total']:,}", f"{percent_of(r.parameters['total'], backbone):.2f}", f"{seconds[i]['total']:.1f}"])
-    return text_table(["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
-                   "rank sum (adapted layers)", "params added",
-                   "% backbone", "seconds"], rows)
+    header = ["task", "classes", "task-il@learned %", "task-il@end %", f"{routed_name}@end %", "routed right %",
+              "rank sum (adapted layers)", *(["proximity min–max"] if proximity else []), "params added",
+              "% backbone", "seconds"]
+    return header, rows
+
+
+def task_table(result: RunResult) -> str:
+    """:func:`task_rows` as console text."""
+    return text_table(*task_rows(result))
+
+
+def rank_rows(result: RunResult) -> Table | None:
+    """Rank chosen per layer (rows) and task (columns), with the probe's proximity in brackets;
+    None when the run has no ranks."""
+    later = [r for r in result.records if not r.reference and r.ranks]
+    if not later:
+        return None
+    layers = list(later[0].ranks)
+    rows = [[layer] + [f"{r.ranks[layer].rank} ({r.ranks[layer].proximity:.3f})" for r in later] for layer in layers]
+    return ["layer: rank (proximity)"] + [r.task for r in later], rows
 
 
 def rank_table(result: RunResult) -> str:
-    """Rank chosen per layer (rows) and task (columns), with the probe's proximity in brackets."""
-    later = [r for r in result.records if not r.reference and r.ranks]
-    if not later:
-        return ""
-    layers = list(later[0].ranks)
-    rows = [[layer] + [f"{r.ranks[layer].rank} ({r.ranks[layer].proximity:.3f})" for r in later] for layer in layers]
-    return text_table(["layer: rank (proximity)"] + [r.task for r in later], rows)
+    """:func:`rank_rows` as console text (empty when the run has no ranks)."""
+    table = rank_rows(result)
+    return text_table(*table) if table else ""
 
 
 def _routed_scenario(result: RunResult) -> str:
@@ -63,9 +103,9 @@ def _routed_scenario(result: RunResult) -> str:
     return result.metrics["routing"]["scenario"]
 
 
-def summary(result: RunResult) -> str:
-    """The run's closing summary: task table, rank table and the headline metrics, Task-IL and
-    the routed scenario side by side."""
+def headline_rows(result: RunResult) -> tuple[Table, Table]:
+    """The headline metrics, Task-IL and the routed scenario side by side (%, forgetting and
+    BWT in percentage points), and the costs (parameters, state, memory, seconds)."""
     m = result.metrics
     routed = _routed_scenario(result)
     s, c = m["scenarios"][SCENARIO], m["scenarios"][routed]
@@ -77,20 +117,30 @@ def summary(result: RunResult) -> str:
     routing = m["routing"]["accuracy"]
     rows.append(["routing accuracy %", "-", f"{routing:.2f} ({m['routing']['router']})" if routing is not None
                  else f"- ({m['routing']['router']})"])
-    metric_table = text_table(["metric", SCENARIO, routed], rows)
-    costs = text_table(["cost", "value"], [
+    costs = [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
         ["state kept (numbers)", f"{max(m['state_numbers']['per_task'].values(), default=0):,}"],
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
         ["seconds (all tasks)", f"{total_seconds:.1f}"],
-    ])
-    headline = metric_table + "\n\n" + costs
-    parts = [f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · data: {m['data_source']}",
-             task_table(result)]
+    ]
+    return (["metric", SCENARIO, routed], rows), (["cost", "value"], costs)
+
+
+def title_line(result: RunResult) -> str:
+    """``benchmark · method · seed · tasks · data source`` of a run."""
+    m = result.metrics
+    return f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · data: {m['data_source']}"
+
+
+def summary(result: RunResult) -> str:
+    """The run's closing summary: task table, rank table and the headline metrics, Task-IL and
+    the routed scenario side by side."""
+    metric_table, costs = headline_rows(result)
+    parts = [title_line(result), task_table(result)]
     ranks = rank_table(result)
     if ranks:
         parts.append(ranks)
-    parts += [headline, f"run directory: {result.directory}"]
+    parts += [text_table(*metric_table) + "\n\n" + text_table(*costs), f"run directory: {result.directory}"]
     return "\n\n".join(parts)
 
 
@@ -114,35 +164,53 @@ def format_matrix(acc: np.ndarray) -> str:
     return text_table(["R[i, j] %"] + [f"task{j + 1}" for j in range(n)], rows)
 
 
-def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
-    """``mean ± std`` of ``column`` in an aggregated row (``-`` when undefined; no ± for one seed)."""
-    mean, std = entry[f"{column}_mean"], entry[f"{column}_std"]
+def _plus_minus(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``mean ± std`` (``-`` when ``mean`` is undefined; no ± when ``std`` is None)."""
     if mean is None:
         return "-"
-    return f"{mean:,.{digits}f}" if entry["seeds"] == 1 else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+    return f"{mean:,.{digits}f}" if std is None else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
 
 
-def compare_table(comparison: Comparison) -> str:
-    """The comparison of :func:`pearl_cl.compare.compare` as one table: mean ± std over seeds."""
+def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
+    """``mean ± std`` of ``column`` in an aggregated row (``-`` when undefined; no ± for one seed)."""
+    return _plus_minus(entry[f"{column}_mean"], None if entry["seeds"] == 1 else entry[f"{column}_std"], digits)
+
+
+def method_label(method: str, ranks: Sequence[int]) -> str:
+    """A method's name with its fixed ranks, e.g. ``lora (r=4)``, ``lora-matched (r=2/3)``."""
+    return method + (f" (r={'/'.join(map(str, ranks))})" if ranks else "")
+
+
+def compare_rows(comparison: Comparison) -> Table:
+    """One row per method of :func:`pearl_cl.compare.compare`: mean ± std over seeds."""
     methods = comparison.methods
     routed = methods[0]["scenario"]
-    rows = [[e["method"] + (f" (r={'/'.join(map(str, e['ranks']))})" if e["ranks"] else ""),
+    rows = [[method_label(e["method"], e["ranks"]),
              _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
              _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
              _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "state_numbers", 0), _mean_std(e, "peak_memory_mib", 0),
              _mean_std(e, "learn_seconds", 1), _mean_std(e, "seconds", 1)]
             for e in methods]
-    seeds = sorted({r["seed"] for r in comparison.runs})
     header = ["method", "Task-IL acc %", f"{routed} acc %", "Task-IL forgetting", f"{routed} forgetting",
               f"{routed} BWT", "params added", "% of backbone", "state kept", "peak MiB", "learn s", "total s"]
-    legend = "\n".join([
+    return header, rows
+
+
+def compare_legend(comparison: Comparison) -> str:
+    """What the columns of :func:`compare_rows` mean (seeds, units)."""
+    seeds = sorted({r["seed"] for r in comparison.runs})
+    return "\n".join([
         f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting and BWT in percentage points; params added after",
         "the first task; state kept: numbers a method stores besides parameters (EWC's Fisher and anchor, SI's",
         "importances, LwF's old network, Joint's images); learn s: training, probe and rank step; total s: also the",
         "evaluation of every task seen after each task. Single-head methods (finetune, joint, ewc, si, lwf) get",
         "Task-IL by masking their one head to the task's classes.",
     ])
-    return "\n\n".join([legend, text_table(header, rows),
+
+
+def compare_table(comparison: Comparison) -> str:
+    """The comparison of :func:`pearl_cl.compare.compare` as one table: mean ± std over seeds."""
+    return "\n\n".join([compare_legend(comparison), text_table(*compare_rows(comparison)),
                          f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
 
 
@@ -151,3 +219,200 @@ def compare_line(row: dict) -> str:
     return (f"{row['method']} seed {row['seed']}: Task-IL {row['task_il_accuracy_pct']:.2f}%, "
             f"{row['scenario']} {row['routed_accuracy_pct']:.2f}%, params added {row['params_added']:,}, "
             f"{row['seconds']:.1f} s")
+
+
+@dataclass
+class _Sources:
+    """What a report covers: the ``main`` run (heatmaps, tables), the files of it that fail
+    their checksum, the points of the accuracy-against-parameters plot, and the comparison
+    when the first directory is one."""
+
+    main: RunResult
+    bad: list[str]
+    points: list[Point]
+    comparison: Comparison | None
+
+
+def _kind(directory: Path) -> str:
+    """``run`` or ``comparison``.
+
+    Raises:
+        PearlError: ``directory`` is neither (names it and what would fix it).
+    """
+    if (directory / "compare.json").is_file() and (directory / "runs").is_dir():
+        return "comparison"
+    if (directory / MANIFEST).is_file() and (directory / "config.yaml").is_file():
+        return "run"
+    what = ("does not exist" if not directory.exists() else "is not a folder" if not directory.is_dir()
+            else "is neither a run directory (no config.yaml and manifest.json) nor a comparison directory "
+                 "(no compare.json and runs/)")
+    raise PearlError(f"{directory} {what}; pearl-cl report needs the --out folder of pearl-cl run or of pearl-cl compare")
+
+
+def _load_comparison(directory: Path) -> tuple[Comparison, dict]:
+    """The comparison in ``directory`` (``compare.json``, checksum verified) and its settings.
+
+    Raises:
+        PearlError: ``compare.json`` missing from the manifest, corrupt, or holding no run.
+    """
+    from pearl_cl.compare import Comparison
+
+    raw = RunStore(directory).read_verified("compare.json")
+    try:
+        data = json.loads(raw)
+        comparison = Comparison(directory, list(data["runs"]), list(data["methods"]))
+        settings = {"benchmark": data["settings"]["benchmark"], "methods": list(data["settings"]["methods"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PearlError(f"{directory / 'compare.json'} is not a comparison written by pearl-cl compare ({exc!r}); "
+                         f"run pearl-cl compare again") from exc
+    if not comparison.runs:
+        raise PearlError(f"{directory} holds no finished run yet; wait for pearl-cl compare to finish its first run")
+    return comparison, settings
+
+
+def _comparison_points(comparison: Comparison, settings: dict) -> list[Point]:
+    """One point per method of ``comparison``: means over seeds, with standard deviations."""
+    from pearl_cl.compare import parse_methods
+    from pearl_cl.plots import Point
+
+    runs = {spec.label: spec.method for spec in parse_methods(",".join(settings["methods"]))}
+    def std(e: dict, column: str) -> float | None:
+        return None if e["seeds"] == 1 else e[f"{column}_std"]
+    return [Point(method_label(e["method"], e["ranks"]), runs.get(e["method"], e["method"]), e["params_added_mean"],
+                  e["task_il_accuracy_pct_mean"], e["routed_accuracy_pct_mean"], std(e, "task_il_accuracy_pct"),
+                  std(e, "routed_accuracy_pct")) for e in comparison.methods]
+
+
+def _run_point(directory: Path, result: RunResult) -> Point:
+    """The run's point: its method (with the rank of fixed-rank LoRA), parameters added after
+    the reference task, final average accuracies."""
+    from pearl_cl.plots import Point
+    from pearl_cl.restore import open_run
+
+    m = result.metrics
+    ranks = [open_run(directory).config.pearl.fixed_rank] if m["method"] == "lora" else []
+    label = method_label(m["method"], ranks) + ("" if m["status"] == "complete" else " (incomplete)")
+    return Point(label, m["method"], m["parameters_added_after_reference"]["count"],
+                 m["scenarios"][SCENARIO]["average_accuracy"], m["scenarios"][_routed_scenario(result)]["average_accuracy"])
+
+
+def _gather(directories: Sequence[Path]) -> _Sources:
+    """Read every directory; the first gives the main run (for a comparison: its PEARL run of
+    the first seed, else its first run).
+
+    Raises:
+        PearlError: a directory that is not a run or comparison, a corrupt one, or one of
+            another benchmark than the first.
+    """
+    main: tuple[RunResult, list[str]] | None = None
+    comparison, points, benchmark = None, [], ""
+    for directory in directories:
+        if _kind(directory) == "comparison":
+            found, settings = _load_comparison(directory)
+            new, bench = _comparison_points(found, settings), settings["benchmark"]
+            if main is None:
+                first = found.runs[0]["seed"]
+                row = next((r for r in found.runs if r["seed"] == first and r["method"] == "pearl"), found.runs[0])
+                main, comparison = inspect(directory / "runs" / f"{row['method']}-seed{row['seed']}"), found
+        else:
+            result, bad = inspect(directory)
+            new, bench = [_run_point(directory, result)], result.metrics["benchmark"]
+            main = main or (result, bad)
+        benchmark = benchmark or bench
+        if bench != benchmark:
+            raise PearlError(f"{directory} holds runs of {bench}, {directories[0]} of {benchmark}; the accuracy against "
+                             f"parameters plot compares runs of one benchmark: give only directories of {benchmark}")
+        taken = {p.label for p in points}
+        points += [p if p.label not in taken else dataclasses.replace(p, label=f"{p.label} ({directory.name})") for p in new]
+    return _Sources(main[0], main[1], points, comparison)
+
+
+def _run_sections(result: RunResult, bad: list[str], images: dict[str, str]) -> list[tuple[str, str]]:
+    """(heading, body) of the run's part of ``report.md``: headline metrics, accuracy matrices,
+    tasks, ranks."""
+    m, routed = result.metrics, _routed_scenario(result)
+    metric_table, costs = headline_rows(result)
+    check = (f"**{len(bad)} file(s) fail their checksum or are missing: {', '.join(bad)}** (pearl-cl inspect "
+             f"{result.directory} lists them)\n\n" if bad else "")
+    sections = [
+        ("Headline metrics", f"{check}{title_line(result)} · status: {m['status']}\n\n{markdown_table(*metric_table)}\n\n"
+                             f"{markdown_table(*costs)}"),
+        ("Accuracy matrices", f"{images['accuracy']}\n\nR[i, j]: accuracy (%) on task j's test set after learning task i, "
+                              f"with the task label (Task-IL, left) and without it through the router ({routed}, right); "
+                              f"blank: task not learned yet."),
+        ("Tasks", "Accuracies in % at the end of the run (task-il@learned: right after learning the task); "
+                  "proximity: ‖ΔW‖_F / ‖W_ref‖_F of the task's probe over its layers.\n\n"
+                  + markdown_table(*task_rows(result, proximity=True))),
+    ]
+    ranks = rank_rows(result)
+    if ranks:
+        sections.append(("Ranks per layer and task", f"{images['ranks']}\n\nRank per adaptable layer (rows, network "
+                         f"order) and task (the first task trains the whole backbone and has none), with the probe's "
+                         f"proximity; rank 0: the layer is not adapted for that task.\n\n{markdown_table(*ranks)}"))
+    return sections
+
+
+def _parameter_section(points: list[Point], routed: str, image: str) -> tuple[str, str]:
+    """(heading, body) of the accuracy-against-parameters plot and its numbers."""
+    rows = [[p.label, _plus_minus(p.params, None, 0), _plus_minus(p.task_il, p.task_il_std),
+             _plus_minus(p.routed, p.routed_std)] for p in points]
+    return ("Accuracy against parameters added",
+            f"{image}\n\nFinal average accuracy (%, mean ± std over seeds where there are several) against the "
+            f"parameters added after the first task (log scale); dashed: fixed-rank LoRA.\n\n"
+            + markdown_table(["run or method", "params added", "Task-IL acc %", f"{routed} acc %"], rows))
+
+
+def _markdown(sources: _Sources, images: dict[str, str], directories: Sequence[Path]) -> str:
+    """The text of ``report.md``."""
+    main, routed = sources.main, _routed_scenario(sources.main)
+    parameters = _parameter_section(sources.points, routed, images["parameters"])
+    m = main.metrics
+    if sources.comparison is None:
+        parts = [f"# Run report: `{main.directory.name}`"]
+        parts += [f"## {heading}\n\n{body}" for heading, body in _run_sections(main, sources.bad, images) + [parameters]]
+    else:
+        c = sources.comparison
+        parts = [f"# Comparison on {m['benchmark']}", compare_legend(c).replace("\n", " "), markdown_table(*compare_rows(c)),
+                 f"## {parameters[0]}\n\n{parameters[1]}",
+                 f"## The {m['method']} run of seed {m['seed']} (`runs/{main.directory.name}`)"]
+        parts += [f"### {heading}\n\n{body}" for heading, body in _run_sections(main, sources.bad, images)]
+    parts.append(f"Written by `pearl-cl report {' '.join(map(str, directories))}`; the plots are listed with their "
+                 f"SHA-256 in {MANIFEST}.")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(directories: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
+    """Write the plots (:mod:`pearl_cl.plots`, under ``plots/``) and ``report.md`` of a run or
+    comparison, atomically and listed in the output directory's ``manifest.json``.
+
+    ``directories[0]`` is the main run directory, or a comparison directory (made by
+    :func:`pearl_cl.compare.compare`; then the accuracy matrix and rank plots show its PEARL run
+    of the first seed, or its first run without PEARL, and every method is a point, mean over
+    seeds). Every further directory (run or comparison of the same benchmark) adds its points to
+    the accuracy-against-parameters plot. Writes into ``out``, default ``directories[0]``.
+
+    Returns the paths written: the PNGs, then ``report.md``.
+
+    Raises:
+        PearlError: no directory; a directory that is not a run or comparison directory, has no
+            task learned, holds a corrupt ``config.yaml``, ``progress.json`` or ``compare.json``,
+            or is of another benchmark than the first (the message names it and the fix); ``out``
+            cannot be written.
+    """
+    from pearl_cl import plots
+
+    if not directories:
+        raise PearlError("give at least one run or comparison directory")
+    paths = [Path(d) for d in directories]
+    sources = _gather(paths)
+    store = RunStore(out if out is not None else paths[0])
+    accuracy = plots.accuracy_matrix_plot(store, sources.main)
+    ranks = plots.rank_plot(store, sources.main)
+    if ranks is None:
+        store.delete(plots.RANKS_PNG)  # left by an earlier report into the same folder
+    parameters = plots.accuracy_vs_parameters_plot(store, sources.points, _routed_scenario(sources.main))
+    images = {"accuracy": f"![accuracy matrices]({plots.ACCURACY_PNG})",  # relative to report.md, beside plots/
+              "ranks": f"![rank and proximity per layer and task]({plots.RANKS_PNG})",
+              "parameters": f"![final accuracy against parameters added]({plots.PARAMETERS_PNG})"}
+    written = [p for p in (accuracy, ranks, parameters) if p is not None]
+    return written + [store.write_text(REPORT, _markdown(sources, images, paths))]

@@ -31,7 +31,9 @@ import torch
 from pearl_cl import metrics
 from pearl_cl.adapters import INITS
 from pearl_cl.backbones import BACKBONES, check_width
+from pearl_cl.backbones.pretrained import checkpoint_path
 from pearl_cl.config import RunConfig, save_config
+from pearl_cl.data.benchmark_file import portable_copy
 from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, TaskData, benchmark_spec, make_benchmark
 from pearl_cl.errors import ConfigError, PearlError, TrainingError
 from pearl_cl.methods import METHODS, TaskRecord
@@ -74,6 +76,8 @@ def check(config: RunConfig) -> None:
     if config.out is not None and not config.out.strip():
         raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
     check_width(config.backbone.width)
+    if config.backbone.pretrained is not None:
+        checkpoint_path(config.backbone.pretrained, config.backbone.name)
     if not 0.0 <= config.routing.shrinkage <= 1.0:
         raise ConfigError(f"routing.shrinkage must be in [0, 1], got {config.routing.shrinkage}")
 
@@ -212,12 +216,12 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
             what = "is a file" if not directory.is_dir() else "already exists and is not empty"
             raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
                              f"or continue it with pearl-cl run --resume {directory}")
-        store = RunStore(directory)
         config = dataclasses.replace(config, out=str(directory))
+        learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)  # may reject the checkpoint
+        store = RunStore(directory)
         if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
-            store.write_bytes(BENCHMARK_COPY, Path(config.benchmark).read_bytes())
+            store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
         store.write_text("config.yaml", save_config(config))
-        learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
         return _learn(config, bench, store, learner, _fresh_progress(bench), on_task, peak_is_per_run)
 
 

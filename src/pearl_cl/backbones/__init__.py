@@ -13,10 +13,13 @@ import math
 from torch import nn
 
 from pearl_cl.backbones.mlp import MLP
+from pearl_cl.backbones.pretrained import load_pretrained
 from pearl_cl.backbones.resnet import ReducedResNet18
+from pearl_cl.backbones.separable import SeparableCNN
+from pearl_cl.backbones.timm_models import efficientnet_lite0, vit_tiny
 from pearl_cl.errors import ConfigError
 
-BACKBONES = ("resnet18", "mlp")
+BACKBONES = ("resnet18", "mlp", "separable-cnn", "efficientnet-lite0", "vit-tiny")
 
 
 def check_width(width: float) -> None:
@@ -25,20 +28,34 @@ def check_width(width: float) -> None:
         raise ConfigError(f"backbone.width must be finite and > 0, got {width}; try backbone.width=0.5")
 
 
-def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0,
+                   pretrained: str | None = None) -> nn.Module:
     """Build backbone ``name`` for images of shape ``in_shape`` = (channels, height, width).
 
-    ``width`` multiplies the number of channels (resnet18) or hidden units (mlp).
+    ``width`` multiplies the number of channels (resnet18, separable-cnn), hidden units (mlp)
+    or the embedding (vit-tiny); efficientnet-lite0 has one size and ignores it. ``pretrained``
+    (a checkpoint path, or ``imagenet`` for efficientnet-lite0) is loaded by
+    :func:`~pearl_cl.backbones.pretrained.load_pretrained`; None keeps the random initialisation.
 
     Raises:
-        ConfigError: unknown ``name`` or non-positive ``width``.
+        ConfigError: unknown ``name``, non-positive ``width``, images the backbone cannot take,
+            or a checkpoint that does not fit.
     """
     check_width(width)
-    if name == "resnet18":
-        return ReducedResNet18(in_channels=in_shape[0], width=width)
-    if name == "mlp":
-        return MLP(in_features=in_shape[0] * in_shape[1] * in_shape[2], width=width)
-    raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    channels = in_shape[0]
+    builders = {
+        "resnet18": lambda: ReducedResNet18(in_channels=channels, width=width),
+        "mlp": lambda: MLP(in_features=channels * in_shape[1] * in_shape[2], width=width),
+        "separable-cnn": lambda: SeparableCNN(in_channels=channels, width=width),
+        "efficientnet-lite0": lambda: efficientnet_lite0(in_shape),
+        "vit-tiny": lambda: vit_tiny(in_shape, width),
+    }
+    if name not in builders:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    backbone = builders[name]()
+    if pretrained is not None:
+        load_pretrained(backbone, pretrained, name)
+    return backbone
 
 
 def adaptable_layers(backbone: nn.Module) -> dict[str, nn.Module]:

@@ -1,126 +1,39 @@
-"""Benchmarks: a dataset cut into a sequence of tasks (our design, after the literature's protocols).
+"""Benchmarks: a dataset cut into a sequence of tasks (our design).
 
-* Split-MNIST (Zenke et al., "Continual Learning Through Synaptic Intelligence", ICML 2017)
-  cuts the 10 digit classes into 5 tasks of 2 classes, in the order (0,1), (2,3), …, (8,9);
-  Split-Fashion-MNIST does the same for Fashion-MNIST. ``shuffle_classes`` permutes the class
-  order with the run's seed. Scenario without task labels: class-incremental.
-* Permuted-MNIST (Goodfellow et al., "An Empirical Investigation of Catastrophic Forgetting",
-  2013; 10 tasks as in van de Ven & Tolias, "Three scenarios for continual learning", 2019):
-  every task holds all 10 digits, its pixels shuffled by a fixed permutation drawn from the
-  seed; task 1 keeps the original pixel order (our choice, so the reference task is natural
-  images). Rotated-MNIST: 5 tasks of all 10 digits rotated by 0°, 45°, 90°, 135°, 180°.
-  Scenario without task labels: domain-incremental (one shared label set).
-* Split-CIFAR-10 (5 tasks of 2 classes) and Split-CIFAR-100 (10 tasks of 10 classes, or 5 of
-  20), as in the class-incremental CIFAR protocols of the literature (Rebuffi et al., iCaRL,
-  CVPR 2017; van de Ven et al., 2022), classes in label order; the files come from
-  ``--data-root`` (:mod:`pearl_cl.data.cifar`). Split-TinyImageNet: 10 tasks of 20 classes
-  (mammoth's seq-tinyimg), 64×64 images, the labelled validation set as test set.
+The built-in benchmarks and the protocols they follow are in :mod:`pearl_cl.data.specs`;
+user-defined ones come from a YAML file (:mod:`pearl_cl.data.benchmark_file`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from pearl_cl.data.benchmark_file import read_benchmark_file
+from pearl_cl.data.folder import read_image_folder
 from pearl_cl.data.sources import DATASETS, ImageSet
+from pearl_cl.data.specs import BENCHMARK_FILE_SUFFIXES, BENCHMARKS, IMAGE_FOLDER, BenchmarkSpec
 from pearl_cl.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """How a benchmark cuts a dataset: ``n_tasks`` tasks of ``classes_per_task`` classes.
-
-    ``mean`` and ``std`` (per channel, on pixels scaled to [0, 1]) normalise the images.
-    ``scenario`` is how the benchmark is evaluated without task labels: ``class-il`` (disjoint
-    classes) or ``domain-il`` (one shared label set). ``shift`` is what tells domain-IL tasks
-    apart: ``permute`` or ``rotate`` (``none`` for class splits). ``task_classes``, when given
-    (a user-defined benchmark), lists each task's classes and replaces the even split.
-    """
-
-    name: str
-    dataset: str
-    n_tasks: int
-    classes_per_task: int
-    scenario: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    shift: str = "none"
-    task_classes: tuple[tuple[int, ...], ...] = ()
-
-
-# per dataset: number of classes, and mean and std of its training pixels scaled to [0, 1]
-DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": (10, (0.1307,), (0.3081,)),
-    "fashion-mnist": (10, (0.2860,), (0.3530,)),
-    # CIFAR: the training-set statistics the CL libraries use (mammoth's seq-cifar10 / seq-cifar100)
-    "cifar10": (10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": (100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "tinyimagenet": (200, (0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821)),  # mammoth's seq-tinyimg
-}
-_MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST),
-    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION),
-    "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"),
-    "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"),
-    "split-cifar10": BenchmarkSpec("split-cifar10", "cifar10", 5, 2, "class-il", *DATASET_FACTS["cifar10"][1:]),
-    "split-cifar100-10x10": BenchmarkSpec("split-cifar100-10x10", "cifar100", 10, 10, "class-il", *DATASET_FACTS["cifar100"][1:]),
-    "split-cifar100-5x20": BenchmarkSpec("split-cifar100-5x20", "cifar100", 5, 20, "class-il", *DATASET_FACTS["cifar100"][1:]),
-    "split-tinyimagenet": BenchmarkSpec("split-tinyimagenet", "tinyimagenet", 10, 20, "class-il",
-                                        *DATASET_FACTS["tinyimagenet"][1:]),
-}
-BENCHMARK_FILE_SUFFIXES = (".yaml", ".yml")
-
-
 def benchmark_spec(name: str) -> BenchmarkSpec:
-    """The spec of a built-in benchmark, or of a user-defined one in a YAML file::
-
-        dataset: mnist            # a dataset of pearl_cl.data.sources.DATASETS
-        tasks: [[0, 1, 2], [3, 4], [5, 6, 7, 8, 9]]   # each task's classes, disjoint (class-IL)
+    """The spec of built-in benchmark ``name``, or of the benchmark file at path ``name``
+    (``.yaml``/``.yml``, :func:`~pearl_cl.data.benchmark_file.read_benchmark_file`).
 
     Raises:
-        ConfigError: unknown name, unreadable file, unknown dataset, a task with no classes, a
-            class outside the dataset's labels, or a class in two tasks (names the file and the fix).
+        ConfigError: unknown name, or a benchmark file that is unreadable or invalid.
     """
-    if not name.endswith(BENCHMARK_FILE_SUFFIXES):
-        if name not in BENCHMARKS:
-            raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}, "
-                              f"or give a YAML file of tasks")
-        return BENCHMARKS[name]
-    import yaml
+    if name.endswith(BENCHMARK_FILE_SUFFIXES):
+        return read_benchmark_file(Path(name))
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}, "
+                          f"or give a YAML file of tasks")
+    return BENCHMARKS[name]
 
-    try:
-        data = yaml.safe_load(Path(name).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read benchmark file {name}: {exc}") from exc
-    if not isinstance(data, dict) or set(data) != {"dataset", "tasks"}:
-        raise ConfigError(f"benchmark file {name} must hold exactly the keys dataset and tasks, e.g. "
-                          f"dataset: mnist / tasks: [[0, 1], [2, 3]]")
-    dataset, tasks = data["dataset"], data["tasks"]
-    if not isinstance(dataset, str) or dataset not in DATASET_FACTS:
-        raise ConfigError(f"benchmark file {name}: unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_FACTS)}")
-    n_classes, mean, std = DATASET_FACTS[dataset]
-    if not isinstance(tasks, list) or not tasks:
-        raise ConfigError(f"benchmark file {name}: tasks must be a non-empty list of class lists, e.g. [[0, 1], [2, 3]]")
-    owner: dict[int, int] = {}
-    for t, classes in enumerate(tasks, start=1):
-        if not isinstance(classes, list):
-            raise ConfigError(f"benchmark file {name}: task {t} is {classes!r}, not a list of classes; write tasks as "
-                              f"a list of lists, e.g. [[0, 1], [2, 3]]")
-        if not classes:
-            raise ConfigError(f"benchmark file {name}: task {t} lists no classes; give every task at least one class")
-        for c in classes:
-            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes:
-                raise ConfigError(f"benchmark file {name}: class {c!r} of task {t} is not a label of {dataset} "
-                                  f"(0 to {n_classes - 1})")
-            if c in owner:
-                raise ConfigError(f"benchmark file {name}: class {c} is in task {owner[c]} and task {t}; "
-                                  f"class-incremental tasks need disjoint classes")
-            owner[c] = t
-    return BenchmarkSpec(Path(name).stem, dataset, len(tasks), 0, "class-il", mean, std,
-                         task_classes=tuple(tuple(c) for c in tasks))
+
 ROTATION_STEP = 45.0  # degrees between rotated-mnist tasks
 
 
@@ -185,6 +98,15 @@ class Benchmark:
     def n_classes(self) -> int:
         """Number of head units a single head needs: the largest global class id + 1."""
         return max(max(t.classes) for t in self.tasks) + 1
+
+
+def pixel_statistics(images: torch.Tensor, labels: torch.Tensor, task_classes: tuple[tuple[int, ...], ...]) -> dict:
+    """``{"mean": ..., "std": ...}`` per channel of the ``(N, C, H, W)`` uint8 ``images`` whose
+    label is in a task, on pixels scaled to [0, 1] (how an image-folder benchmark is normalised)."""
+    keep = torch.isin(labels, torch.tensor([c for classes in task_classes for c in classes]))
+    pixels = images[keep].transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+    std = pixels.std(dim=1).clamp_min(1e-3)  # a constant channel would otherwise divide by zero
+    return {"mean": tuple(round(v, 4) for v in pixels.mean(dim=1).tolist()), "std": tuple(round(v, 4) for v in std.tolist())}
 
 
 def normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
@@ -270,6 +192,10 @@ def make_benchmark(
         DataError: the dataset cannot be found (see :mod:`pearl_cl.data.sources`).
     """
     spec = benchmark_spec(name)
-    images = DATASETS[spec.dataset](data_root=data_root, download=download)
+    if spec.dataset == IMAGE_FOLDER:
+        images = read_image_folder(Path(spec.folder), spec.image_size)
+        spec = dataclasses.replace(spec, **pixel_statistics(images.train_images, images.train_labels, spec.task_classes))
+    else:
+        images = DATASETS[spec.dataset](data_root=data_root, download=download)
     tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task)
     return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source)

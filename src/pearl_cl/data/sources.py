@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pearl_cl.data.animal import load_animal_mnist
 from pearl_cl.data.cifar import load_cifar10, load_cifar100
 from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
 from pearl_cl.data.tinyimagenet import load_tinyimagenet
@@ -192,6 +193,30 @@ def load_fashion_mnist(data_root: str | Path | None = None, download: bool = Fal
     return _load("fashion-mnist", "FashionMNIST", offline, hint, data_root, download)
 
 
+MIXED_PARTS: tuple[str, ...] = ("mnist", "fashion-mnist", "animal-mnist")
+
+
+def load_mixed(data_root: str | Path | None = None, download: bool = False) -> ImageSet:
+    """MNIST, Fashion-MNIST and animal silhouettes as one 30-class dataset of 28×28 grey images
+    (our design, for ``seq-mixed``): part ``k`` of :data:`MIXED_PARTS` keeps its images and
+    shifts its labels by ``10·k`` (MNIST 0–9, Fashion-MNIST 10–19, animals 20–29).
+
+    Raises:
+        DataError: any part cannot be found (see its loader).
+    """
+    parts = [DATASETS[name](data_root=data_root, download=download) for name in MIXED_PARTS]
+    offsets = [10 * k for k in range(len(parts))]
+    return ImageSet(
+        name="+".join(MIXED_PARTS),
+        train_images=torch.cat([p.train_images for p in parts]),
+        train_labels=torch.cat([p.train_labels + o for p, o in zip(parts, offsets)]),
+        test_images=torch.cat([p.test_images for p in parts]),
+        test_labels=torch.cat([p.test_labels + o for p, o in zip(parts, offsets)]),
+        source="; ".join(p.source for p in parts),
+    )
+
+
 DATASETS: dict[str, Callable[..., ImageSet]] = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
+                                                "animal-mnist": load_animal_mnist, "mixed": load_mixed,
                                                 "cifar10": load_cifar10, "cifar100": load_cifar100,
                                                 "tinyimagenet": load_tinyimagenet}

@@ -17,7 +17,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
-from pearl_cl.backbones import adaptable_layers, build_backbone
+from pearl_cl.backbones import adaptable_layers
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
@@ -60,7 +60,7 @@ class Pearl(TaskBranches):
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
         super().__init__(config)
         self.rule = self.rank_rule(config)
-        self.model = ContinualModel(build_backbone(config.backbone.name, image_shape, config.backbone.width))
+        self.model = ContinualModel(config.backbone.build(image_shape))
 
     @staticmethod
     def rank_rule(config: RunConfig) -> RankRule:

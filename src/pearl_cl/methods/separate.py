@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pearl_cl.backbones import build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
@@ -66,7 +65,7 @@ class SeparateNetworks(TaskBranches):
 
     def _add(self, task: TaskData) -> tuple[nn.Module, nn.Linear]:
         """A fresh network and head for ``task`` (the first one is the reference branch)."""
-        net = build_backbone(self.config.backbone.name, self.image_shape, self.config.backbone.width)
+        net = self.config.backbone.build(self.image_shape)
         head = nn.Linear(net.feature_dim, len(task.classes))
         self.model.nets[task.name], self.model.heads[task.name] = net, head
         if not self.records:

@@ -21,7 +21,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pearl_cl.backbones import build_backbone
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.evaluation import TaskCounts, evaluate_tasks
@@ -74,7 +73,7 @@ class SingleHead:
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> None:
         self.config = config
-        self.net = Classifier(build_backbone(config.backbone.name, image_shape, config.backbone.width), n_classes)
+        self.net = Classifier(config.backbone.build(image_shape), n_classes)
         self.records: list[TaskRecord] = []
         self.active: list[int] = []  # global class of each active head unit, in the order first seen
         self.task_classes: dict[str, tuple[int, ...]] = {}
