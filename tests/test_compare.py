@@ -73,3 +73,23 @@ def test_bad_compare_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert cli.main(["compare", "--methods", "finetune", "--seed", str(2**32 - 2), "--seeds", "3", "--out", str(out)]) == 2
     assert "seed must be in [0, 2**32)" in capsys.readouterr().err  # every seed is checked before the first run
     assert not out.exists()
+
+
+def test_parallel_jobs_give_the_rows_of_one_after_another(tmp_path, capsys):
+    """--jobs 2: the same runs in worker processes, rows in the same order, lora-matched after
+    its seed's PEARL run; accuracies within float noise of the sequential comparison."""
+    args = ["compare", "--methods", "pearl,lora-matched", "--seeds", "2", *TINY]
+    assert cli.main([*args, "--out", str(tmp_path / "seq")]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "par"), "--jobs", "2"]) == 0, capsys.readouterr().err
+    rows = {}
+    for name in ("seq", "par"):
+        with open(tmp_path / name / "compare_runs.csv") as f:
+            rows[name] = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"], r["rank"]) for r in rows["par"]] == [(r["method"], r["seed"], r["rank"]) for r in rows["seq"]]
+    for a, b in zip(rows["seq"], rows["par"]):
+        for column in ("task_il_accuracy_pct", "routed_accuracy_pct"):
+            assert abs(float(a[column]) - float(b[column])) <= 1.0, (a["method"], column)
+    assert sorted(p.name for p in (tmp_path / "par" / "runs").iterdir()) == sorted(
+        f"{m}-seed{s}" for m in ("pearl", "lora-matched") for s in (0, 1))
+    assert cli.main([*args, "--out", str(tmp_path / "bad"), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err

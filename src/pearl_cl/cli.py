@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pearl_cl import distributed
 from pearl_cl.compare import ALL_METHODS
 from pearl_cl.config import PROTOCOLS, load_config
 from pearl_cl.errors import ConfigError, PearlError
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from --seed (default 3)")
     cmp.add_argument("--seed", type=int, help="first seed (default: the config's, 0)")
     cmp.add_argument("--out", help="comparison directory to create (default: runs/compare-<benchmark>-<time>)")
+    cmp.add_argument("--jobs", type=int, default=1, metavar="K",
+                     help="runs at once, each in its own process with 1/K of the threads (default 1: one after another)")
     rep = sub.add_parser("report", help="write the plots (plots/*.png) and report.md of a run or comparison",
                          description="Write the accuracy-matrix, rank and accuracy-against-parameters plots and a "
                                      "one-page report.md. The first directory is the main run, or a comparison "
@@ -117,10 +120,13 @@ def _run(args: argparse.Namespace) -> None:
     def on_task(record, acc):
         tqdm.write(task_line(record, acc))
 
+    on_task = on_task if distributed.is_main() else None
     if args.resume:
         result = resume(args.resume, _resume_overrides(args), on_task=on_task)
     else:
         result = run(_load(args, seed=args.seed, out=args.out, method=args.method), on_task=on_task)
+    if not distributed.is_main():
+        return
     _print_result(result)
     report = write_report([result.directory])[-1]
     print(f"report: {report} (plots in {report.parent / 'plots'})")
@@ -168,7 +174,7 @@ def _compare(args: argparse.Namespace) -> None:
     config = _load(args, seed=args.seed)
     specs = parse_methods(args.methods)
     seeds = list(range(config.seed, config.seed + args.seeds))
-    result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)))
+    result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)), jobs=args.jobs)
     print(compare_table(result))
 
 
@@ -180,18 +186,28 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pearl-cl`` console script; returns the exit status."""
+    """Entry point of the ``pearl-cl`` console script; returns the exit status.
+
+    Under ``torchrun`` with several processes, ``run`` trains data-parallel
+    (:mod:`pearl_cl.distributed`): process 0 prints and writes; an error names its process.
+    """
     args = build_parser().parse_args(argv)
     try:
+        if distributed.launched() and args.command != "run":
+            raise ConfigError(f"only pearl-cl run works under torchrun; run pearl-cl {args.command} as one process")
         if args.command == "run":
+            distributed.initialise()
             _run(args)
         else:
             code = {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,
                     "export": _export, "report": _report}[args.command](args)
             return code or 0
     except PearlError as exc:
-        print(f"pearl-cl: error: {exc}", file=sys.stderr)
+        where = f" (process {distributed.rank()} of {distributed.world_size()})" if distributed.active() else ""
+        print(f"pearl-cl: error{where}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Run several methods on one benchmark over several seeds, one after another in this process,
-and tabulate them (our design; the command ``pearl-cl compare``).
+"""Run several methods on one benchmark over several seeds, one after another in this process or
+``--jobs K`` at once in worker processes, and tabulate them (our design; the command
+``pearl-cl compare``).
 
 Every run is an ordinary :func:`pearl_cl.runner.run` with the same config except ``method``,
 ``seed`` and ``out``, so all methods see the same benchmark, backbone, data order and seeds.
@@ -166,18 +167,25 @@ def default_compare_dir(benchmark: str) -> Path:
 
 
 def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str | Path | None = None,
-            on_run: Callable[[dict[str, Any]], None] | None = None) -> Comparison:
-    """Run every spec for every seed (seed-major order) and write the comparison directory.
+            on_run: Callable[[dict[str, Any]], None] | None = None, jobs: int = 1) -> Comparison:
+    """Run every spec for every seed and write the comparison directory.
 
     ``base`` is the config every run starts from; ``on_run(row)`` is called after each run.
+    ``jobs`` runs start at once, each in its own process with ``torch.get_num_threads() // jobs``
+    threads (at least 1); with ``jobs`` = 1 they run one after another in this process, seed-major.
+    Either way the rows come out in seed-major, spec order, and ``lora-matched`` starts once its
+    seed's PEARL run has finished. A different thread count may change the last digits of a run's
+    numbers (floating-point summation order), not its seeds or data.
 
     Raises:
-        ConfigError: invalid ``base``, specs or seeds (before anything runs).
+        ConfigError: invalid ``base``, specs, seeds or ``jobs`` (before anything runs).
         PearlError: ``out`` exists and is not empty; any error a run raises stops the comparison
-            (the runs finished before it and their rows stay written).
+            (runs not yet started are cancelled; the rows of finished runs stay written).
     """
     if not seeds:
         raise ConfigError("--seeds must be >= 1")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     for spec in specs:
         for seed in seeds:
             check(_with(base, method=spec.method, seed=seed))
@@ -186,26 +194,81 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
     store = RunStore(directory)
     settings = {"benchmark": base.benchmark, "methods": [s.label for s in specs], "seeds": seeds, "config": base.to_dict()}
-    rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        budget: tuple[list[tuple[int, int]], float] | None = None
-        for spec in specs:
-            rank = spec.rank if spec.method != "lora" or spec.rank else base.pearl.fixed_rank
-            if spec.matched:
-                shapes, per_task = budget if budget is not None else ([], 0.0)
-                rank = matched_fixed_rank(shapes, per_task) if shapes else 1
-            config = _with(base, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
-            if rank is not None:
-                config.pearl.fixed_rank = rank
-            result = run(config)
-            if spec.method == "pearl":
-                budget = adapter_budget(result)
-            rows.append(run_row(spec.label, result, rank))
-            _write(store, rows, aggregate(rows), settings)
-            if on_run is not None:
-                on_run(rows[-1])
+    order = [(seed, spec) for seed in seeds for spec in specs]
+    done: dict[tuple[int, str], dict[str, Any]] = {}
+    budgets: dict[int, tuple[list[tuple[int, int]], float]] = {}
+
+    def config_for(seed: int, spec: MethodSpec) -> tuple[RunConfig, int | None]:
+        rank = spec.rank if spec.method != "lora" or spec.rank else base.pearl.fixed_rank
+        if spec.matched:
+            shapes, per_task = budgets.get(seed, ([], 0.0))
+            rank = matched_fixed_rank(shapes, per_task) if shapes else 1
+        config = _with(base, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
+        if rank is not None:
+            config.pearl.fixed_rank = rank
+        return config, rank
+
+    def finished(seed: int, spec: MethodSpec, result: RunResult, rank: int | None) -> None:
+        if spec.method == "pearl":
+            budgets[seed] = adapter_budget(result)
+        done[(seed, spec.label)] = run_row(spec.label, result, rank)
+        rows = [done[(s, sp.label)] for s, sp in order if (s, sp.label) in done]
+        _write(store, rows, aggregate(rows), settings)
+        if on_run is not None:
+            on_run(done[(seed, spec.label)])
+
+    if jobs == 1:
+        for seed, spec in order:
+            config, rank = config_for(seed, spec)
+            finished(seed, spec, run(config), rank)
+    else:
+        _run_parallel(order, jobs, config_for, finished)
+    rows = [done[(seed, spec.label)] for seed, spec in order]
     write_report([directory])
     return Comparison(directory, rows, aggregate(rows))
+
+
+def _run_in_process(config: RunConfig, threads: int) -> RunResult:
+    """One comparison run in a worker process of :func:`_run_parallel`, on ``threads`` threads,
+    without progress bars (several would overwrite each other)."""
+    import os
+
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(threads)
+    return run(config)
+
+
+def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
+                  config_for: Callable[[int, MethodSpec], tuple[RunConfig, int | None]],
+                  finished: Callable[[int, MethodSpec, RunResult, int | None], None]) -> None:
+    """Run ``order`` in ``jobs`` worker processes (spawned: no state shared with this one), each
+    ``lora-matched`` run after its seed's runs before it; ``finished`` is called in this process."""
+    import concurrent.futures as futures
+    import multiprocessing
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    waiting = list(order)
+    running: dict[futures.Future, tuple[int, MethodSpec, int | None]] = {}
+    with futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while waiting or running:
+                blocked = {seed for seed, spec in waiting if spec.method == "pearl"}
+                blocked |= {seed for seed, spec, _ in running.values() if spec.method == "pearl"}
+                for seed, spec in [job for job in waiting if not (job[1].matched and job[0] in blocked)]:
+                    config, rank = config_for(seed, spec)
+                    running[pool.submit(_run_in_process, config, threads)] = (seed, spec, rank)
+                    waiting.remove((seed, spec))
+                ready, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                for future in ready:
+                    seed, spec, rank = running.pop(future)
+                    finished(seed, spec, future.result(), rank)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _with(config: RunConfig, **values: Any) -> RunConfig:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from pearl_cl import distributed
 from pearl_cl.config import KEYS, RunConfig, load_config
 from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
 from pearl_cl.progress import PROGRESS, Progress
-from pearl_cl.store import MANIFEST, RunStore, sha256
+from pearl_cl.store import MANIFEST, RunStore, open_store, sha256
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
@@ -45,7 +46,7 @@ def open_run(directory: str | Path) -> OpenRun:
     missing = [name for name in (MANIFEST, CONFIG) if not (root / name).is_file()]
     if missing:
         raise PearlError(f"{root} is not a pearl-cl run directory (no {' or '.join(missing)}); give the --out of a run")
-    store = RunStore(root)
+    store = open_store(root, writer=distributed.is_main())
     store.read_verified(CONFIG)
     try:
         config = load_config(root / CONFIG)

@@ -30,6 +30,7 @@ import torch
 
 from pearl_cl import metrics
 from pearl_cl.adapters import INITS
+from pearl_cl import distributed
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.backbones.pretrained import checkpoint_path
 from pearl_cl.config import RunConfig, save_config
@@ -42,7 +43,7 @@ from pearl_cl.probe import PROBES
 from pearl_cl.progress import PROGRESS, SCENARIO, Progress
 from pearl_cl.restore import BENCHMARK_COPY, checked_overrides, load_learner, open_run
 from pearl_cl.routing import ROUTERS
-from pearl_cl.store import RunStore
+from pearl_cl.store import RunStore, open_store
 
 
 
@@ -76,6 +77,7 @@ def check(config: RunConfig) -> None:
     if config.out is not None and not config.out.strip():
         raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
     check_width(config.backbone.width)
+    distributed.local_batch_size(config.train.batch_size)
     if config.backbone.pretrained is not None:
         checkpoint_path(config.backbone.pretrained, config.backbone.name)
     if not 0.0 <= config.routing.shrinkage <= 1.0:
@@ -122,6 +124,7 @@ def _metrics_json(config: RunConfig, source: str, progress: Progress, learner, p
         "benchmark": config.benchmark,
         "method": config.method,
         "seed": config.seed,
+        "processes": distributed.world_size(),
         "data_source": source,
         "tasks_learned": len(records),
         "scenarios": {name: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}
@@ -143,8 +146,9 @@ def _metrics_json(config: RunConfig, source: str, progress: Progress, learner, p
         "retried": {r.task: r.note for r in records if r.note},
         "train_loss": {r.task: _number(r.train_loss) for r in records},
         **(peak_is_per_run if isinstance(peak_is_per_run, dict) else {
-            "peak_memory_bytes": metrics.peak_rss_bytes(),
-            "peak_memory_scope": "this run" if peak_is_per_run else "this process (the peak could not be reset)"}),
+            "peak_memory_bytes": distributed.maximum(metrics.peak_rss_bytes()),
+            "peak_memory_scope": ("this run" if peak_is_per_run else "this process (the peak could not be reset)")
+                                 + (f", the largest of {distributed.world_size()} processes" if distributed.active() else "")}),
     }
 
 
@@ -211,14 +215,15 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
         torch.manual_seed(config.seed)
         peak_is_per_run = metrics.reset_peak_rss()
         bench = benchmark_for(config)
-        directory = Path(config.out) if config.out else default_run_dir(config)
+        directory = distributed.broadcast_object(Path(config.out) if config.out else default_run_dir(config))
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
             what = "is a file" if not directory.is_dir() else "already exists and is not empty"
             raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
                              f"or continue it with pearl-cl run --resume {directory}")
         config = dataclasses.replace(config, out=str(directory))
         learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)  # may reject the checkpoint
-        store = RunStore(directory)
+        distributed.barrier()  # every process has checked the directory before process 0 creates it
+        store = open_store(directory, writer=distributed.is_main())
         if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
             store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
         store.write_text("config.yaml", save_config(config))

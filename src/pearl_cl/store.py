@@ -54,6 +54,22 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_manifest(root: Path) -> dict[str, dict[str, Any]]:
+    """Relative path → ``{"bytes", "sha256"}`` from ``root/manifest.json``; empty when there is none.
+
+    Raises:
+        PearlError: the manifest exists but is unreadable (names the fix).
+    """
+    manifest = root / MANIFEST
+    if not manifest.exists():
+        return {}
+    try:
+        return dict(json.loads(manifest.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PearlError(f"{manifest} is unreadable or not a manifest ({exc}); the run directory's checksums "
+                         f"are lost: restore the file from a backup or start a new run") from exc
+
+
 class RunStore:
     """A run directory; every write goes through :meth:`write_bytes` and is recorded in the manifest.
 
@@ -67,14 +83,7 @@ class RunStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PearlError(f"cannot create run directory {self.root}: {exc.strerror}; choose another with --out DIR") from exc
-        manifest = self.root / MANIFEST
-        self.files: dict[str, dict[str, Any]] = {}
-        if manifest.exists():
-            try:
-                self.files = dict(json.loads(manifest.read_text())["files"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise PearlError(f"{manifest} is unreadable or not a manifest ({exc}); the run directory's checksums "
-                                 f"are lost: restore the file from a backup or start a new run") from exc
+        self.files = read_manifest(self.root)
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write ``data`` at ``root/relative`` and record it in the manifest; returns the path.
@@ -170,3 +179,38 @@ class RunStore:
             except PearlError:
                 bad.append(relative)
         return bad
+
+
+class ReplicaStore(RunStore):
+    """The run directory as seen by a process other than process 0 under ``torchrun``
+    (:mod:`pearl_cl.distributed`): it reads what process 0 writes, and its own writes only
+    record the SHA-256 of what it would have written in its in-memory manifest, so a later
+    :meth:`read_verified` checks that process 0's file holds exactly this process's state.
+
+    Our design: one writer per run directory.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.files = read_manifest(self.root)
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Record ``data``'s size and SHA-256 under ``relative``; nothing is written."""
+        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+        return self.root / relative
+
+    def record(self, relative: str) -> None:
+        """Take process 0's entry for ``relative`` as it is on disk; nothing is written."""
+        data = (self.root / relative).read_bytes()
+        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+
+    def delete(self, relative: str) -> None:
+        """Forget ``relative``; nothing is removed."""
+        self.files.pop(relative, None)
+
+
+def open_store(root: str | Path, writer: bool) -> RunStore:
+    """The run directory at ``root``: a :class:`RunStore` for the writing process, else a
+    :class:`ReplicaStore`."""
+    return RunStore(root) if writer else ReplicaStore(root)
+

@@ -12,7 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
-from pearl_cl.data.batches import iterate_batches, n_batches
+from pearl_cl import distributed
+from pearl_cl.data.batches import batch_rows, iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -100,30 +101,46 @@ def fit(
     regulariser or distillation term, see :mod:`pearl_cl.methods`); ``after_step()`` is called
     after each optimiser step, with the step's gradients still in place.
 
+    Under ``torchrun`` with N processes (:mod:`pearl_cl.distributed`) every process draws the
+    same global batches, trains on its N-th of each with gradients averaged by
+    DistributedDataParallel, and ends holding process 0's parameters and buffers; the returned
+    loss is over all processes' images.
+
     Raises:
-        TrainingError: the loss became NaN or infinite (names the step and the fix).
+        TrainingError: the loss became NaN or infinite on any process (names the step and the fix).
+        ConfigError: ``settings.batch_size`` is not a multiple of the number of processes.
     """
     if len(y) == 0:
         raise TrainingError(f"{desc}: no training images; check the benchmark's task split")
+    processes = distributed.world_size()
+    distributed.local_batch_size(settings.batch_size)
     optimizer = make_optimizer(params, settings)
     generator = torch.Generator().manual_seed(seed)
+    step_forward = distributed.data_parallel(module, forward)
     module.train()
     start = time.perf_counter()
     per_pass = n_batches(len(y), settings.batch_size)
     total = settings.iterations or settings.epochs * per_pass
     steps, last_loss, epoch = 0, math.nan, 0
-    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None) as bar:
+    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+              disable=None if distributed.is_main() else True) as bar:
         while steps < total:
             epoch += 1
-            loss_sum, count = 0.0, 0
-            for xb, yb in iterate_batches(x, y, settings.batch_size, generator):
+            loss_sum, count = 0.0, 0.0
+            for rows in batch_rows(len(y), settings.batch_size, generator):
+                xb, yb = x[rows], y[rows]
                 if settings.augment == "crop_flip":
-                    xb = crop_flip(xb, generator)
-                logits = forward(xb)
-                loss = nn.functional.cross_entropy(logits, yb)
+                    xb = crop_flip(xb, generator)  # the whole global batch, so every process draws alike
+                if processes > 1:
+                    xb, yb = xb[distributed.rank() :: processes], yb[distributed.rank() :: processes]
+                logits = step_forward(xb)
+                if processes == 1:
+                    loss = nn.functional.cross_entropy(logits, yb)
+                else:  # averaged over processes, the global batch's mean loss (pearl_cl.distributed)
+                    loss = nn.functional.cross_entropy(logits, yb, reduction="sum") * (processes / len(rows))
                 if extra_loss is not None:
                     loss = loss + extra_loss(xb, logits)
-                if not torch.isfinite(loss):
+                if distributed.any_process(not torch.isfinite(loss)):
                     raise TrainingError(
                         f"{desc}: loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
                         f"lower {settings.names[1]} (now {settings.lr})"
@@ -134,14 +151,17 @@ def fit(
                 if after_step is not None:
                     after_step()
                 steps += 1
-                loss_sum += loss.item() * len(yb)
-                count += len(yb)
+                weight = len(rows) / processes  # this process's share of the global batch's loss
+                loss_sum += loss.item() * weight
+                count += weight
                 bar.update(1)
                 if steps % 20 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{loss_sum / count:.4f}")
                 if steps == total:
                     break
+            loss_sum, count = distributed.total(loss_sum, count)
             last_loss = loss_sum / count
+    distributed.sync_module(module)
     return FitStats(seconds=time.perf_counter() - start, final_loss=last_loss)
 
 

@@ -20,14 +20,20 @@ def iterate_batches(
     With ``generator`` the rows are visited in a random order drawn from it (training);
     without, in order (evaluation). ``x`` is ``(N, ...)``, ``y`` is ``(N,)``.
     """
-    n = len(y)
-    order = torch.randperm(n, generator=generator) if generator is not None else None
-    for start in range(0, n, batch_size):
-        if order is None:
+    if generator is None:
+        for start in range(0, len(y), batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
-        else:
-            idx = order[start : start + batch_size]
-            yield x[idx], y[idx]
+    else:
+        for rows in batch_rows(len(y), batch_size, generator):
+            yield x[rows], y[rows]
+
+
+def batch_rows(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices ``(≤ batch_size,)`` of each batch of one pass over ``n`` rows, in a random
+    order drawn from ``generator``."""
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
 
 
 def n_batches(n: int, batch_size: int) -> int:

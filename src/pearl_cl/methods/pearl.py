@@ -17,6 +17,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
+from pearl_cl import distributed
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
@@ -116,7 +117,7 @@ class Pearl(TaskBranches):
         weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
         svds = {name: factorise(delta) for name, delta in deltas.items()} if cfg.init == "svd" else None
         spectra = {name: svd.S for name, svd in svds.items()} if svds else None  # one SVD serves rule and init
-        ranks = allocate_ranks(deltas, weights, self.rule, spectra)
+        ranks = distributed.broadcast_object(allocate_ranks(deltas, weights, self.rule, spectra))  # one decision for all processes
         if rank_factor > 1:
             ranks = {n: LayerRank(n, r.shape, r.proximity, min(max(r.rank * rank_factor, 1), *r.shape)) for n, r in ranks.items()}
         add_task_adapter(self.model, task.name, {name: r.rank for name, r in ranks.items()}, cfg.init, svds)

@@ -1,0 +1,171 @@
+"""Data-parallel runs under ``torchrun``: one process per device, PyTorch's DistributedDataParallel
+(our design, on ``torch.distributed``).
+
+``pearl-cl run`` started by ``torchrun --nproc_per_node=N`` (which sets ``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT``) joins one process group: gloo for CPU tensors, NCCL for CUDA
+tensors where CUDA exists. Every process loads the same benchmark from the same seed and holds
+the whole model; what differs is which images each trains on:
+
+* **Training** (:func:`pearl_cl.training.fit`): every process draws the same seeded order of the
+  task's images, so every process knows every global batch of ``train.batch_size`` images;
+  process ``r`` of ``N`` trains on rows ``r, r + N, …`` of each (:func:`shard`). Gradients are
+  averaged by DistributedDataParallel, and each process's loss is its images' summed loss over
+  the global batch size times ``N``, so the averaged gradient is the gradient of the global
+  batch's mean loss: the step a one-process run takes, up to floating-point order and, in
+  networks with BatchNorm, each process's batch statistics. We slice global batches ourselves
+  rather than use ``DistributedSampler``, whose order differs from the one-process order, so
+  that a run gives the same ranks and nearly the same accuracies on 1 or N processes.
+* After each fit, every parameter and buffer is broadcast from process 0 (:func:`sync_module`),
+  so the processes hold bitwise the same model; everything computed from it (the probe's rank
+  decision, validation, router statistics, evaluation) is then the same everywhere. PEARL's
+  ranks are still decided on process 0 and broadcast (:func:`broadcast_object`), so the adapters
+  every process builds have the same shapes even where linear algebra differs across machines.
+* Only process 0 writes the run directory (the other processes keep its manifest in memory,
+  :class:`pearl_cl.store.ReplicaStore`); the peak memory recorded is the largest of any process.
+
+A failure in one process (an error, or the process killed) makes ``torchrun`` stop the others
+and report which process failed and why; the failed process prints its own error first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pearl_cl.errors import ConfigError
+
+ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for each process
+
+
+def launched() -> bool:
+    """Whether this process was started by ``torchrun`` with more than one process."""
+    return all(k in os.environ for k in ENV) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def initialise() -> None:
+    """Join the process group ``torchrun`` describes (gloo for CPU tensors, and NCCL for CUDA
+    tensors when CUDA is available). Does nothing when not :func:`launched` or already joined."""
+    if launched() and not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+
+
+def shutdown() -> None:
+    """Leave the process group, if joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    """Whether more than one process takes part (a joined group of size > 1)."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank: 0 when not distributed."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes: 1 when not distributed."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Whether this process writes files and prints (rank 0)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (no-op on one process)."""
+    if active():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Process 0's ``obj`` (any picklable object), on every process."""
+    if not active():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (every process must call this)."""
+    if not active():
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def total(*values: float) -> list[float]:
+    """Each of ``values`` summed over processes (every process must call this)."""
+    if not active():
+        return list(values)
+    summed = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(summed)
+    return summed.tolist()
+
+
+def maximum(value: int) -> int:
+    """The largest ``value`` over processes (every process must call this)."""
+    if not active():
+        return value
+    biggest = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(biggest, op=dist.ReduceOp.MAX)
+    return int(biggest.item())
+
+
+def sync_module(module: nn.Module) -> None:
+    """Copy process 0's parameters and buffers into ``module`` on every process, in place."""
+    if active():
+        for tensor in module.state_dict(keep_vars=True).values():
+            dist.broadcast(tensor.data, src=0)
+
+
+def local_batch_size(batch_size: int) -> int:
+    """Images per process in a global batch of ``batch_size`` (``train.batch_size``).
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of the number of processes.
+    """
+    n = world_size()
+    if batch_size % n:
+        raise ConfigError(f"train.batch_size={batch_size} is not a multiple of the {n} processes; choose a multiple "
+                          f"(e.g. {batch_size + n - batch_size % n}) so that every process trains on an equal share")
+    return batch_size // n
+
+
+def shard(rows: torch.Tensor) -> torch.Tensor:
+    """This process's share of a global batch's row indices ``rows`` ``(B,)``: ``rows[rank::N]``."""
+    return rows[rank() :: world_size()] if active() else rows
+
+
+class _Step(nn.Module):
+    """``module`` with ``forward`` as its forward, so DistributedDataParallel can wrap a closure."""
+
+    def __init__(self, module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.module = module
+        self.step = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(x)
+
+
+def data_parallel(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` wrapped in DistributedDataParallel over ``module`` when :func:`active`, so
+    that each backward averages the gradients of ``module``'s trainable parameters over the
+    processes; ``forward`` itself otherwise. Parameters a task does not use (other tasks'
+    heads) are allowed (``find_unused_parameters``); buffers are not broadcast on each forward
+    (each process keeps its own batch statistics until :func:`sync_module`)."""
+    if not active():
+        return forward
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_Step(module, forward), find_unused_parameters=True, broadcast_buffers=False)

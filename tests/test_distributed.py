@@ -1,0 +1,91 @@
+"""Data-parallel runs under torchrun on CPU (gloo, 2 processes): the same numbers as one process,
+one run directory, resume, and a failure in one process ending all of them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pearl_cl import cli
+
+TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "data.train_per_task=400",
+        "--set", "data.test_per_task=200", "--set", "train.epochs=2", "--set", "train.reference_epochs=2",
+        "--set", "pearl.epsilon=0.05", "--set", "pearl.r_max=4"]
+TOLERANCE_PP = 1.0  # accuracies of 1 and 2 processes may differ by float summation order only
+
+
+def torchrun(processes: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=processes -m pearl_cl ARGS``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "pearl_cl", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _ranks(directory: Path) -> list[tuple[str, str, str]]:
+    with open(directory / "ranks.csv") as handle:
+        return [(row["task"], row["layer"], row["rank"]) for row in csv.DictReader(handle)]
+
+
+def _matrix(directory: Path, name: str) -> np.ndarray:
+    with open(directory / f"accuracy_matrix_{name}.csv") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return np.array([[float(v) if v else np.nan for v in row[1:]] for row in rows])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The same PEARL run under torchrun with 1 and with 2 processes."""
+    root = tmp_path_factory.mktemp("ddp")
+    for n in (1, 2):
+        done = torchrun(n, "run", *TINY, "--out", str(root / f"p{n}"))
+        assert done.returncode == 0, done.stderr[-3000:]
+    return root, root / "p1", root / "p2"
+
+
+def test_two_processes_give_the_ranks_and_accuracies_of_one(pair):
+    root, one, two = pair
+    assert _ranks(one) == _ranks(two) and any(int(r) > 0 for _, _, r in _ranks(two))
+    for scenario in ("task-il", "class-il"):
+        a, b = _matrix(one, scenario), _matrix(two, scenario)
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        assert np.nanmax(np.abs(a - b)) <= TOLERANCE_PP, (scenario, a, b)
+    assert json.loads((two / "metrics.json").read_text())["processes"] == 2
+    assert json.loads((one / "metrics.json").read_text())["processes"] == 1
+    assert sorted(p.name for p in root.iterdir()) == ["p1", "p2"]  # exactly one directory per run
+
+
+def test_two_process_run_resumes_to_its_own_numbers(pair, tmp_path):
+    _, _, two = pair
+    before = {name: (two / name).read_text() for name in ("accuracy_matrix_task-il.csv", "ranks.csv")}
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(two), str(copy)], check=True)
+    assert cli.main(["rollback", str(copy), "--to-task", "2"]) == 0
+    done = torchrun(2, "run", "--resume", str(copy))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {name: (copy / name).read_text() for name in before} == before
+    assert cli.main(["inspect", str(copy)]) == 0
+
+
+def test_a_failure_in_one_process_ends_all_with_its_message(tmp_path):
+    """Only process 0 creates the run directory, so only it fails here; process 1 waits for it
+    in the first gradient exchange until torchrun stops it."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = torchrun(2, "run", *TINY, "--out", str(blocker / "run"), timeout=180)
+    assert done.returncode != 0
+    assert "pearl-cl: error (process 0 of 2): cannot create run directory" in done.stderr
+    assert blocker.read_text() == ""
+
+
+def test_batch_size_must_split_evenly_over_processes(tmp_path):
+    done = torchrun(2, "run", *TINY, "--set", "train.batch_size=63", "--out", str(tmp_path / "run"), timeout=180)
+    assert done.returncode != 0 and "train.batch_size=63 is not a multiple of the 2 processes" in done.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
