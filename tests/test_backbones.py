@@ -128,3 +128,20 @@ def test_bad_pretrained_exits_2_before_writing(tmp_path, capsys, args, message):
                 + [a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_run_keeps_the_checkpoint_path_absolute_and_needs_it_only_to_learn(tmp_path, monkeypatch):
+    import yaml
+
+    from pearl_cl.runner import rollback
+
+    net = build_backbone("mlp", (1, 28, 28), width=0.25)
+    torch.save(net.state_dict(), tmp_path / "mlp.pth")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--pretrained", "mlp.pth", "--set", "backbone.name=mlp", "--set",
+                 "backbone.width=0.25", "--set", "data.train_per_task=100", "--set", "data.test_per_task=50"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())["backbone"]["pretrained"]
+    assert saved == str(tmp_path / "mlp.pth")
+    (tmp_path / "mlp.pth").unlink()
+    assert [r.task for r in rollback(out, 2).records] == ["task1", "task2"]  # no learning: the checkpoint is not read

@@ -74,7 +74,8 @@ def _yaml(tmp_path: Path, **data) -> Path:
     ({"tasks": [["zero", "cat"]]}, "class 'cat' of task 1 is not a class folder"),
     ({"tasks": [["zero"], ["zero", "one"]]}, "class zero is in task 1 and task 2"),
     ({}, "give either tasks (lists of class folder names) or classes_per_task, not neither"),
-    ({"classes_per_task": 9}, "classes_per_task must be an integer from 1 to 4"),
+    ({"classes_per_task": 9}, "classes_per_task must divide the 4 classes, got 9"),
+    ({"classes_per_task": 3}, "classes_per_task must divide the 4 classes, got 3"),
     ({"classes_per_task": 2, "image_size": [32]}, "image_size must be [height, width]"),
     ({"classes_per_task": 2, "colour": 1}, "it needs exactly dataset and tasks, or image_folder"),
 ])
@@ -115,3 +116,14 @@ def test_run_on_image_folder_keeps_a_portable_copy_and_resumes(tree, tmp_path):
     assert np.array_equal(again.accuracy["task-il"], result.accuracy["task-il"], equal_nan=True)
     assert cli.main(["run", "--benchmark", str(_yaml(tmp_path, image_folder="nowhere", classes_per_task=1)),
                      "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_numbered_class_folders_can_be_listed_as_numbers(tmp_path, mnist):
+    root = tmp_path / "numbered"
+    for split in ("train", "test"):
+        for digit in (0, 1):
+            (root / split / str(digit)).mkdir(parents=True)
+            for k, image in enumerate(mnist.test_images[mnist.test_labels == digit][:3]):
+                Image.fromarray(image[0].numpy()).save(root / split / str(digit) / f"{k}.png")
+    bench = make_benchmark(str(_yaml(tmp_path, image_folder=str(root), tasks=[[1], [0]])), seed=0, val_fraction=0.0)
+    assert [t.classes for t in bench.tasks] == [(1,), (0,)]

@@ -196,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.launched() and args.command != "run":
             raise ConfigError(f"only pearl-cl run works under torchrun; run pearl-cl {args.command} as one process")
         if args.command == "run":
-            distributed.initialise()
             _run(args)
         else:
             code = {"compare": _compare, "rollback": _rollback, "predict": _predict, "inspect": _inspect,

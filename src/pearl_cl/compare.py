@@ -180,7 +180,8 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
     Raises:
         ConfigError: invalid ``base``, specs, seeds or ``jobs`` (before anything runs).
         PearlError: ``out`` exists and is not empty; any error a run raises stops the comparison
-            (runs not yet started are cancelled; the rows of finished runs stay written).
+            (runs not yet started are cancelled, runs already going finish, and the rows of every
+            finished run stay written); a worker process that died (e.g. killed for memory).
     """
     if not seeds:
         raise ConfigError("--seeds must be >= 1")
@@ -244,31 +245,42 @@ def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
                   config_for: Callable[[int, MethodSpec], tuple[RunConfig, int | None]],
                   finished: Callable[[int, MethodSpec, RunResult, int | None], None]) -> None:
     """Run ``order`` in ``jobs`` worker processes (spawned: no state shared with this one), each
-    ``lora-matched`` run after its seed's runs before it; ``finished`` is called in this process."""
+    ``lora-matched`` run after its seed's PEARL run; ``finished`` is called in this process.
+    After the first error no new run starts; the runs already going finish and are recorded,
+    then the error is raised."""
     import concurrent.futures as futures
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     import torch
 
     threads = max(1, torch.get_num_threads() // jobs)
     waiting = list(order)
     running: dict[futures.Future, tuple[int, MethodSpec, int | None]] = {}
+    error: BaseException | None = None
     with futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            while waiting or running:
+        while running or (waiting and error is None):
+            if error is None:
                 blocked = {seed for seed, spec in waiting if spec.method == "pearl"}
                 blocked |= {seed for seed, spec, _ in running.values() if spec.method == "pearl"}
                 for seed, spec in [job for job in waiting if not (job[1].matched and job[0] in blocked)]:
                     config, rank = config_for(seed, spec)
                     running[pool.submit(_run_in_process, config, threads)] = (seed, spec, rank)
                     waiting.remove((seed, spec))
-                ready, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-                for future in ready:
-                    seed, spec, rank = running.pop(future)
+            ready, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in ready:
+                seed, spec, rank = running.pop(future)
+                try:
                     finished(seed, spec, future.result(), rank)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+                except BaseException as exc:  # recorded; raised once the runs already going have finished
+                    if error is None and isinstance(exc, BrokenProcessPool):
+                        error = PearlError(f"a worker process died while {spec.label} seed {seed} ran (killed for "
+                                           f"memory?); rerun with a smaller --jobs")
+                        error.__cause__ = exc
+                    error = error or exc
+                    pool.shutdown(wait=False, cancel_futures=True)
+    if error is not None:
+        raise error
 
 
 def _with(config: RunConfig, **values: Any) -> RunConfig:

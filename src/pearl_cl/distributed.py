@@ -1,5 +1,6 @@
-"""Data-parallel runs under ``torchrun``: one process per device, PyTorch's DistributedDataParallel
-(our design, on ``torch.distributed``).
+"""Data-parallel runs under ``torchrun``: N processes, PyTorch's DistributedDataParallel (our
+design, on ``torch.distributed``). The training loop runs on the CPU for now; the process group
+already uses NCCL for any CUDA tensor.
 
 ``pearl-cl run`` started by ``torchrun --nproc_per_node=N`` (which sets ``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT``) joins one process group: gloo for CPU tensors, NCCL for CUDA
@@ -8,7 +9,8 @@ the whole model; what differs is which images each trains on:
 
 * **Training** (:func:`pearl_cl.training.fit`): every process draws the same seeded order of the
   task's images, so every process knows every global batch of ``train.batch_size`` images;
-  process ``r`` of ``N`` trains on rows ``r, r + N, …`` of each (:func:`shard`). Gradients are
+  process ``r`` of ``N`` trains on rows ``r, r + N, …`` of each (a last batch of fewer than
+  ``2N`` images joins the one before, so every process gets at least two). Gradients are
   averaged by DistributedDataParallel, and each process's loss is its images' summed loss over
   the global batch size times ``N``, so the averaged gradient is the gradient of the global
   batch's mean loss: the step a one-process run takes, up to floating-point order and, in
@@ -24,7 +26,9 @@ the whole model; what differs is which images each trains on:
   :class:`pearl_cl.store.ReplicaStore`); the peak memory recorded is the largest of any process.
 
 A failure in one process (an error, or the process killed) makes ``torchrun`` stop the others
-and report which process failed and why; the failed process prints its own error first.
+and report which process failed and why; the failed process prints its own error first. Every
+decision that changes what the processes do next (a NaN loss, the validation guard) is agreed
+over all of them first, so they never wait for each other in different places.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pearl_cl.errors import ConfigError
+from pearl_cl.errors import ConfigError, PearlError
 
 ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for each process
 
@@ -48,9 +52,18 @@ def launched() -> bool:
 
 def initialise() -> None:
     """Join the process group ``torchrun`` describes (gloo for CPU tensors, and NCCL for CUDA
-    tensors when CUDA is available). Does nothing when not :func:`launched` or already joined."""
+    tensors when CUDA is available). Does nothing when not :func:`launched` or already joined.
+
+    Raises:
+        PearlError: the group cannot be joined (names torchrun's address and the fix).
+    """
     if launched() and not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        try:
+            dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise PearlError(f"cannot join torchrun's process group at {os.environ['MASTER_ADDR']}:"
+                             f"{os.environ['MASTER_PORT']} ({exc}); start every process with the same torchrun "
+                             f"command, or pass a free --master_port (or --standalone on one machine)") from exc
 
 
 def shutdown() -> None:
@@ -139,11 +152,6 @@ def local_batch_size(batch_size: int) -> int:
         raise ConfigError(f"train.batch_size={batch_size} is not a multiple of the {n} processes; choose a multiple "
                           f"(e.g. {batch_size + n - batch_size % n}) so that every process trains on an equal share")
     return batch_size // n
-
-
-def shard(rows: torch.Tensor) -> torch.Tensor:
-    """This process's share of a global batch's row indices ``rows`` ``(B,)``: ``rows[rank::N]``."""
-    return rows[rank() :: world_size()] if active() else rows
 
 
 class _Step(nn.Module):

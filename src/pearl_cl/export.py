@@ -55,7 +55,7 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
     if target.exists():
         raise PearlError(f"{target} already exists; choose a new --out directory")
     bench = benchmark_for(config)
-    learner = load_learner(config, bench, opened.store, opened.progress)
+    learner = load_learner(config, bench, opened.store, opened.progress, learning=False)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

@@ -198,6 +198,8 @@ def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: 
                         zorder=3, label=p.label)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.12)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, -1.0), min(high, 101.0))  # accuracies: the margin must not invent values above 100 %
         if not shown:
             ax.set_ylim(0, 100)
             ax.text(0.5, 0.5, "no run added parameters after the first task", transform=ax.transAxes, ha="center")

@@ -104,7 +104,7 @@ def predict(directory: str | Path, paths: list[str], task: int | None = None) ->
         raise PearlError(f"--task {task}: the run learned tasks 1 to {len(names)}")
     bench = benchmark_for(opened.config)
     images = torch.stack([read_image(p, bench.image_shape) for p in paths])
-    learner = load_learner(opened.config, bench, opened.store, opened.progress)
+    learner = load_learner(opened.config, bench, opened.store, opened.progress, learning=False)
     labels, tasks, confidence = learner.predict(normalise(images, bench.spec), name)
     return [Prediction(str(p), int(label), names[int(t)] if t >= 0 else None, 100.0 * float(c))
             for p, label, t, c in zip(paths, labels, tasks, confidence)]

@@ -7,6 +7,7 @@ file is an error naming it, never a silently different model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from pearl_cl.store import MANIFEST, RunStore, open_store, sha256
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
-RESUMABLE_CHANGES = ("data.root", "data.download", "guard.")  # where the data is found; the guard of later tasks
+# where the data and the starting checkpoint are found; the guard of later tasks
+RESUMABLE_CHANGES = ("data.root", "data.download", "backbone.pretrained", "guard.")
 
 
 @dataclass
@@ -85,9 +87,11 @@ def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:
     return wanted
 
 
-def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress: Progress):
+def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress: Progress, learning: bool = True):
     """A learner of ``config.method`` holding the ``progress.learned`` tasks saved in ``store``,
-    exactly as learning left them (each task file's checksum verified).
+    exactly as learning left them (each task file's checksum verified). Without ``learning``
+    (predict, export, rollback) ``backbone.pretrained`` is not read: the saved tasks hold every
+    weight, and only learning a new task (a new Separate network, or a first task) starts from it.
 
     Raises:
         PearlError: a task file missing, corrupt, or not matching the benchmark (names it).
@@ -98,6 +102,8 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
                          f"{totals} test images now, {progress.totals.tolist()} when it ran; point data.root at "
                          f"the data the run used")
     torch.manual_seed(config.seed)
+    if not learning:
+        config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, pretrained=None))
     learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
     for task, record in zip(bench.tasks, progress.records):
         relative = f"tasks/{task.name}.safetensors"

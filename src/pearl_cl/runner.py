@@ -32,7 +32,7 @@ from pearl_cl import metrics
 from pearl_cl.adapters import INITS
 from pearl_cl import distributed
 from pearl_cl.backbones import BACKBONES, check_width
-from pearl_cl.backbones.pretrained import checkpoint_path
+from pearl_cl.backbones.pretrained import IMAGENET, checkpoint_path
 from pearl_cl.config import RunConfig, save_config
 from pearl_cl.data.benchmark_file import portable_copy
 from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, TaskData, benchmark_spec, make_benchmark
@@ -210,7 +210,9 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
             ``guard.min_val_accuracy``) and its retry, if any; it was rolled back and the run
             directory holds the tasks before it, ready for :func:`resume`.
     """
+    distributed.initialise()
     check(config)
+    config = _absolute_checkpoint(config)
     with _deterministic():
         torch.manual_seed(config.seed)
         peak_is_per_run = metrics.reset_peak_rss()
@@ -228,6 +230,15 @@ def run(config: RunConfig, on_task: Callable[[TaskRecord, np.ndarray], None] | N
             store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
         store.write_text("config.yaml", save_config(config))
         return _learn(config, bench, store, learner, _fresh_progress(bench), on_task, peak_is_per_run)
+
+
+def _absolute_checkpoint(config: RunConfig) -> RunConfig:
+    """``config`` with ``backbone.pretrained``, when a path, made absolute (so the saved config
+    finds it from any working directory)."""
+    source = config.backbone.pretrained
+    if source is None or source == IMAGENET:
+        return config
+    return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, pretrained=str(Path(source).expanduser().resolve())))
 
 
 def _fresh_progress(bench: Benchmark) -> Progress:
@@ -249,10 +260,11 @@ def resume(directory: str | Path, overrides: list[str] | None = None,
             the run (names the keys).
         TrainingError: as :func:`run`.
     """
+    distributed.initialise()
     opened = open_run(directory)
     config = opened.config
     if overrides:
-        config = checked_overrides(opened, overrides)
+        config = _absolute_checkpoint(checked_overrides(opened, overrides))
     with _deterministic():
         peak_is_per_run = metrics.reset_peak_rss()
         bench = benchmark_for(config)
@@ -280,7 +292,7 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
     progress = opened.progress.truncated(to_task)
     opened.store.write_json(PROGRESS, progress.to_json())  # the commit point first; the rest follows from it
     bench = benchmark_for(opened.config)
-    learner = load_learner(opened.config, bench, opened.store, progress)
+    learner = load_learner(opened.config, bench, opened.store, progress, learning=False)
     result = _write(opened.store, opened.config, bench.source, progress, learner, _kept_peak(opened.store.root),
                     status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")
     for task in bench.tasks[to_task:learned]:
@@ -349,6 +361,14 @@ def _attempt(learner, task: TaskData, seed: int, rank_factor: int) -> str | None
     return _guard(learner.config, record)
 
 
+def _agreed(failure: str | None) -> str | None:
+    """``failure``, or, when this process passed but another failed, a reason saying so: every
+    process then rolls back alike (:mod:`pearl_cl.distributed`)."""
+    if distributed.any_process(failure is not None) and failure is None:
+        return "it failed in another process (that process prints why)"
+    return failure
+
+
 def _learn_guarded(config: RunConfig, bench: Benchmark, store: RunStore, learner, progress: Progress, i: int):
     """Learn task ``i`` under the guard; returns the learner that holds it.
 
@@ -361,12 +381,12 @@ def _learn_guarded(config: RunConfig, bench: Benchmark, store: RunStore, learner
             for it, holds the tasks before it.
     """
     task, seed = bench.tasks[i], _task_seed(config, i)
-    failure = _attempt(learner, task, seed, 1)
+    failure = _agreed(_attempt(learner, task, seed, 1))
     if failure is None:
         return learner
     if config.guard.retry and learner.has_ranks and i > 0:  # the reference task has no ranks to enlarge
         learner = load_learner(config, bench, store, progress)
-        second = _attempt(learner, task, seed, config.guard.rank_factor)
+        second = _agreed(_attempt(learner, task, seed, config.guard.rank_factor))
         if second is None:
             learner.records[-1].note = f"first attempt failed ({failure}); retried with ranks x{config.guard.rank_factor}"
             return learner

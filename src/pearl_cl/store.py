@@ -93,12 +93,15 @@ class RunStore:
         """
         path = self.root / relative
         try:
-            atomic_write_bytes(path, data)
+            self._put(path, data)
         except OSError as exc:
             raise PearlError(f"cannot write {path}: {exc.strerror}; check that {self.root} is writable or choose --out DIR") from exc
         self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
         self._write_manifest()
         return path
+
+    def _put(self, path: Path, data: bytes) -> None:
+        atomic_write_bytes(path, data)
 
     def _write_manifest(self) -> None:
         body = json.dumps({"files": dict(sorted(self.files.items()))}, indent=2).encode()
@@ -144,7 +147,10 @@ class RunStore:
         if relative in self.files:
             del self.files[relative]
             self._write_manifest()
-        (self.root / relative).unlink(missing_ok=True)
+        self._unlink(self.root / relative)
+
+    def _unlink(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
 
     def read_tensors(self, relative: str) -> dict[str, torch.Tensor]:
         """Read a safetensors file after checking its checksum against the manifest.
@@ -183,9 +189,8 @@ class RunStore:
 
 class ReplicaStore(RunStore):
     """The run directory as seen by a process other than process 0 under ``torchrun``
-    (:mod:`pearl_cl.distributed`): it reads what process 0 writes, and its own writes only
-    record the SHA-256 of what it would have written in its in-memory manifest, so a later
-    :meth:`read_verified` checks that process 0's file holds exactly this process's state.
+    (:mod:`pearl_cl.distributed`): it writes, records and removes nothing on disk, and reads
+    what process 0 wrote, checked against process 0's manifest (re-read for every file).
 
     Our design: one writer per run directory.
     """
@@ -194,19 +199,19 @@ class ReplicaStore(RunStore):
         self.root = Path(root)
         self.files = read_manifest(self.root)
 
-    def write_bytes(self, relative: str, data: bytes) -> Path:
-        """Record ``data``'s size and SHA-256 under ``relative``; nothing is written."""
-        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
-        return self.root / relative
+    def _put(self, path: Path, data: bytes) -> None:
+        pass
 
-    def record(self, relative: str) -> None:
-        """Take process 0's entry for ``relative`` as it is on disk; nothing is written."""
-        data = (self.root / relative).read_bytes()
-        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+    def _write_manifest(self) -> None:
+        pass
 
-    def delete(self, relative: str) -> None:
-        """Forget ``relative``; nothing is removed."""
-        self.files.pop(relative, None)
+    def _unlink(self, path: Path) -> None:
+        pass
+
+    def read_verified(self, relative: str) -> bytes:
+        """As :meth:`RunStore.read_verified`, against the manifest process 0 last wrote."""
+        self.files = read_manifest(self.root)
+        return super().read_verified(relative)
 
 
 def open_store(root: str | Path, writer: bool) -> RunStore:

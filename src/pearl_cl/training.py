@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -73,6 +74,12 @@ class FitStats:
     final_loss: float
 
 
+def _no_progress_bar() -> bool | None:
+    """tqdm's ``disable``: True off process 0 and where ``TQDM_DISABLE`` is set (the workers of
+    ``compare --jobs``), else None (a bar only on a terminal)."""
+    return True if not distributed.is_main() or os.environ.get("TQDM_DISABLE") else None
+
+
 def make_optimizer(params: Iterable[nn.Parameter], settings: FitSettings) -> torch.optim.Optimizer:
     """The optimiser named by ``settings`` over ``params``."""
     params = list(params)
@@ -117,17 +124,17 @@ def fit(
     optimizer = make_optimizer(params, settings)
     generator = torch.Generator().manual_seed(seed)
     step_forward = distributed.data_parallel(module, forward)
+    min_last = 2 * processes if processes > 1 else 1  # at least two images per process in every batch
     module.train()
     start = time.perf_counter()
-    per_pass = n_batches(len(y), settings.batch_size)
+    per_pass = n_batches(len(y), settings.batch_size, min_last)
     total = settings.iterations or settings.epochs * per_pass
     steps, last_loss, epoch = 0, math.nan, 0
-    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-              disable=None if distributed.is_main() else True) as bar:
+    with tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=_no_progress_bar()) as bar:
         while steps < total:
             epoch += 1
             loss_sum, count = 0.0, 0.0
-            for rows in batch_rows(len(y), settings.batch_size, generator):
+            for rows in batch_rows(len(y), settings.batch_size, generator, min_last):
                 xb, yb = x[rows], y[rows]
                 if settings.augment == "crop_flip":
                     xb = crop_flip(xb, generator)  # the whole global batch, so every process draws alike
@@ -140,11 +147,11 @@ def fit(
                     loss = nn.functional.cross_entropy(logits, yb, reduction="sum") * (processes / len(rows))
                 if extra_loss is not None:
                     loss = loss + extra_loss(xb, logits)
-                if distributed.any_process(not torch.isfinite(loss)):
-                    raise TrainingError(
-                        f"{desc}: loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
-                        f"lower {settings.names[1]} (now {settings.lr})"
-                    )
+                finite = bool(torch.isfinite(loss))
+                if distributed.any_process(not finite):
+                    what = f"loss became {loss.item()}" if not finite else "loss became NaN or infinite in another process"
+                    raise TrainingError(f"{desc}: {what} at epoch {epoch}, step {steps + 1}; "
+                                        f"lower {settings.names[1]} (now {settings.lr})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

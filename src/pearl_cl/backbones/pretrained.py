@@ -152,7 +152,9 @@ def load_pretrained(model: nn.Module, source: str, backbone_name: str) -> None:
     path = checkpoint_path(source, backbone_name)
     try:
         state = _prepare(read_checkpoint(path), model)
-    except (RuntimeError, ValueError) as exc:  # timm's resampling refuses shapes it cannot map
+    except ConfigError:
+        raise
+    except Exception as exc:  # timm's conversion and resampling refuse, in several ways, shapes they cannot map
         raise ConfigError(f"backbone.pretrained: {path} does not fit {backbone_name} ({exc})") from exc
     own = model.state_dict()
     missing = [k for k in own if k not in state]

@@ -28,14 +28,19 @@ def iterate_batches(
             yield x[rows], y[rows]
 
 
-def batch_rows(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Row indices ``(≤ batch_size,)`` of each batch of one pass over ``n`` rows, in a random
-    order drawn from ``generator``."""
+def batch_rows(n: int, batch_size: int, generator: torch.Generator, min_last: int = 1) -> Iterator[torch.Tensor]:
+    """Row indices of each batch of one pass over ``n`` rows, in a random order drawn from
+    ``generator``: batches of ``batch_size``, except that a last batch of fewer than ``min_last``
+    rows joins the one before it."""
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < min_last:
+        starts.pop()
+    for k, start in enumerate(starts):
+        yield order[start : starts[k + 1] if k + 1 < len(starts) else n]
 
 
-def n_batches(n: int, batch_size: int) -> int:
-    """Number of batches :func:`iterate_batches` yields for ``n`` rows."""
-    return (n + batch_size - 1) // batch_size
+def n_batches(n: int, batch_size: int, min_last: int = 1) -> int:
+    """Number of batches :func:`iterate_batches` (or :func:`batch_rows` with ``min_last``) yields for ``n`` rows."""
+    full = (n + batch_size - 1) // batch_size
+    return full - 1 if full > 1 and 0 < n % batch_size < min_last else full

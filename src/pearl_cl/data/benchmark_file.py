@@ -101,10 +101,14 @@ def _folder_spec(path: Path, data: dict[str, Any]) -> BenchmarkSpec:
     tasks = data.get("tasks")
     if "classes_per_task" in data:
         k = data["classes_per_task"]
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(names):
-            raise ConfigError(f"benchmark file {path}: classes_per_task must be an integer from 1 to {len(names)} "
-                              f"(the number of classes), got {k!r}")
-        tasks = [names[i : i + k] for i in range(0, len(names) - len(names) % k, k)]
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(names) or len(names) % k:
+            raise ConfigError(f"benchmark file {path}: classes_per_task must divide the {len(names)} classes, got {k!r}; "
+                              f"choose a divisor, or list the tasks (tasks: [[a, b], [c]]) to use some classes or "
+                              f"tasks of different sizes")
+        tasks = [names[i : i + k] for i in range(0, len(names), k)]
+    if isinstance(tasks, list):  # folders named 0, 1, … are read by YAML as numbers
+        tasks = [[str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in t] if isinstance(t, list) else t
+                 for t in tasks]
     labels = {name: k for k, name in enumerate(names)}
     task_classes = _task_ids(path, tasks, labels, f"a class folder of {root / 'train'} ({', '.join(names)})")
     # mean and std stay empty here: pearl_cl.data.benchmarks measures them when the images load

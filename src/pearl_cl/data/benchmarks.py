@@ -103,10 +103,17 @@ class Benchmark:
 def pixel_statistics(images: torch.Tensor, labels: torch.Tensor, task_classes: tuple[tuple[int, ...], ...]) -> dict:
     """``{"mean": ..., "std": ...}`` per channel of the ``(N, C, H, W)`` uint8 ``images`` whose
     label is in a task, on pixels scaled to [0, 1] (how an image-folder benchmark is normalised)."""
-    keep = torch.isin(labels, torch.tensor([c for classes in task_classes for c in classes]))
-    pixels = images[keep].transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
-    std = pixels.std(dim=1).clamp_min(1e-3)  # a constant channel would otherwise divide by zero
-    return {"mean": tuple(round(v, 4) for v in pixels.mean(dim=1).tolist()), "std": tuple(round(v, 4) for v in std.tolist())}
+    keep = torch.nonzero(torch.isin(labels, torch.tensor([c for classes in task_classes for c in classes]))).squeeze(1)
+    channels = images.shape[1]
+    sums, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(keep), 1024):  # in chunks: float64 copies of every pixel would take 8x the data
+        pixels = images[keep[start : start + 1024]].transpose(0, 1).reshape(channels, -1).double() / 255.0
+        sums += pixels.sum(dim=1)
+        squares += (pixels**2).sum(dim=1)
+    count = len(keep) * images.shape[2] * images.shape[3]
+    mean = sums / count
+    std = (squares / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)  # a constant channel must not divide by 0
+    return {"mean": tuple(round(v, 4) for v in mean.tolist()), "std": tuple(round(v, 4) for v in std.tolist())}
 
 
 def normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:

@@ -3,7 +3,8 @@ ImageFolder layout), for benchmark files with an ``image_folder`` key (our desig
 
 torchvision's ``ImageFolder`` lists the classes (sorted folder names; class ``k`` is the
 ``k``-th name) and the image files; Pillow decodes them. Every image is held in memory as
-uint8: grey (1 channel) when every image of the tree is greyscale, else RGB. Images are resized
+uint8: grey (1 channel) when every image of the tree is greyscale (a grey mode: L, LA, I, F or 1;
+palette images count as colour), else RGB. Images are resized
 to ``image_size`` (H, W) when it is given (bilinear, with antialiasing); without it they must all
 share one size.
 """
@@ -58,7 +59,8 @@ def _read_split(folder: Path, image_size: tuple[int, int] | None) -> tuple[list,
     for path, label in listing.samples:
         try:
             with Image.open(path) as handle:
-                image = handle.convert("L") if handle.mode in ("L", "1", "I;16") else handle.convert("RGB")
+                grey = handle.getbands()[0] in ("L", "I", "F", "1")  # L, LA, I, I;16, F, 1
+                image = handle.convert("L") if grey else handle.convert("RGB")
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); remove it or replace it with a PNG or JPEG") from exc
         if image_size is not None:
