@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from pearl_cl.runner import SCENARIO, RunResult
 from pearl_cl.store import RunStore
@@ -66,6 +66,14 @@ def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def _count_label(value: float, _position: int) -> str:
+    """A parameter count as a short axis label: 500, 20k, 1.5M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
 
 
 def _cmap(name: str):
@@ -197,6 +205,9 @@ def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: 
                         color=colours[k % len(colours)], markersize=14 if p.method == "pearl" else 8, capsize=3,
                         zorder=3, label=p.label)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # matplotlib's minor labels collide on short ranges
         ax.margins(x=0.15, y=0.12)
         low, high = ax.get_ylim()
         ax.set_ylim(max(low, -1.0), min(high, 101.0))  # accuracies: the margin must not invent values above 100 %
