@@ -89,3 +89,34 @@ def test_batch_size_must_split_evenly_over_processes(tmp_path):
     done = torchrun(2, "run", *TINY, "--set", "train.batch_size=63", "--out", str(tmp_path / "run"), timeout=180)
     assert done.returncode != 0 and "train.batch_size=63 is not a multiple of the 2 processes" in done.stderr
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+SYNC_SCRIPT = """
+import torch
+from torch import nn
+from pearl_cl import distributed
+distributed.initialise()
+r = distributed.rank()
+net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+with torch.no_grad():
+    net[0].weight.fill_(r + 1.0)
+    net[1].running_mean.fill_(2.0 * r)
+    net[1].running_var.fill_(1.0 + r)
+    net[1].num_batches_tracked.fill_(10 + r)
+distributed.sync_module(net)
+print("RESULT", r, net[0].weight[0, 0].item(), net[1].running_mean[0].item(), net[1].running_var[0].item(),
+      int(net[1].num_batches_tracked), flush=True)
+distributed.shutdown()
+"""
+
+
+def test_sync_module_takes_process_0s_weights_and_averages_batchnorm_statistics(tmp_path):
+    script = tmp_path / "sync.py"
+    script.write_text(SYNC_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    # weights and the step counter from process 0; running mean (0 + 2) / 2, running variance (1 + 2) / 2
+    assert results == [["0", "1.0", "1.0", "1.5", "10"], ["1", "1.0", "1.0", "1.5", "10"]]

@@ -17,8 +17,8 @@ the whole model; what differs is which images each trains on:
   networks with BatchNorm, each process's batch statistics. We slice global batches ourselves
   rather than use ``DistributedSampler``, whose order differs from the one-process order, so
   that a run gives the same ranks and nearly the same accuracies on 1 or N processes.
-* After each fit, every parameter and buffer is broadcast from process 0 (:func:`sync_module`),
-  so the processes hold bitwise the same model; everything computed from it (the probe's rank
+* After each fit the processes agree on every parameter and buffer (:func:`sync_module`:
+  BatchNorm's running statistics are averaged over processes), so they hold bitwise the same model; everything computed from it (the probe's rank
   decision, validation, router statistics, evaluation) is then the same everywhere. PEARL's
   ranks are still decided on process 0 and broadcast (:func:`broadcast_object`), so the adapters
   every process builds have the same shapes even where linear algebra differs across machines.
@@ -135,10 +135,21 @@ def maximum(value: int) -> int:
 
 
 def sync_module(module: nn.Module) -> None:
-    """Copy process 0's parameters and buffers into ``module`` on every process, in place."""
-    if active():
-        for tensor in module.state_dict(keep_vars=True).values():
-            dist.broadcast(tensor.data, src=0)
+    """Make ``module`` the same on every process, in place: process 0's parameters (already equal
+    after averaged gradients) and integer buffers, and the mean over processes of the floating
+    buffers. For BatchNorm that mean is exact for the running mean (each process's running mean
+    averages its halves of the same global batches) and close for the running variance (the
+    spread between the processes' batch means is left out)."""
+    if not active():
+        return
+    for parameter in module.parameters():
+        dist.broadcast(parameter.data, src=0)
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer.data)
+            buffer.data /= world_size()
+        else:
+            dist.broadcast(buffer.data, src=0)
 
 
 def local_batch_size(batch_size: int) -> int:
