@@ -92,6 +92,7 @@ def test_batch_size_must_split_evenly_over_processes(tmp_path):
 
 
 SYNC_SCRIPT = """
+import sys
 import torch
 from torch import nn
 from pearl_cl import distributed
@@ -104,8 +105,9 @@ with torch.no_grad():
     net[1].running_var.fill_(1.0 + r)
     net[1].num_batches_tracked.fill_(10 + r)
 distributed.sync_module(net)
-print("RESULT", r, net[0].weight[0, 0].item(), net[1].running_mean[0].item(), net[1].running_var[0].item(),
-      int(net[1].num_batches_tracked), flush=True)
+values = [r, net[0].weight[0, 0].item(), net[1].running_mean[0].item(), net[1].running_var[0].item(),
+          int(net[1].num_batches_tracked)]
+open(f"{sys.argv[1]}/result{r}.txt", "w").write(" ".join(map(str, values)))
 distributed.shutdown()
 """
 
@@ -114,9 +116,9 @@ def test_sync_module_takes_process_0s_weights_and_averages_batchnorm_statistics(
     script = tmp_path / "sync.py"
     script.write_text(SYNC_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                           str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    results = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    results = [(tmp_path / f"result{r}.txt").read_text().split() for r in (0, 1)]
     # weights and the step counter from process 0; running mean (0 + 2) / 2, running variance (1 + 2) / 2
     assert results == [["0", "1.0", "1.0", "1.5", "10"], ["1", "1.0", "1.0", "1.5", "10"]]
