@@ -28,9 +28,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from pearl_cl import metrics
+from pearl_cl import distributed, metrics
 from pearl_cl.adapters import INITS
-from pearl_cl import distributed
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.backbones.pretrained import IMAGENET, checkpoint_path
 from pearl_cl.config import RunConfig, save_config

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
 from pearl_cl import distributed
+from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
 from pearl_cl.data.batches import batch_rows, iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
 
@@ -110,8 +110,9 @@ def fit(
 
     Under ``torchrun`` with N processes (:mod:`pearl_cl.distributed`) every process draws the
     same global batches, trains on its N-th of each with gradients averaged by
-    DistributedDataParallel, and ends holding process 0's parameters and buffers; the returned
-    loss is over all processes' images.
+    DistributedDataParallel, and ends with the same model on every process (process 0's
+    parameters, BatchNorm statistics averaged over processes); the returned loss is over all
+    processes' images.
 
     Raises:
         TrainingError: the loss became NaN or infinite on any process (names the step and the fix).
