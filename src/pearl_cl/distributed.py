@@ -152,8 +152,8 @@ def sync_module(module: nn.Module) -> None:
             dist.broadcast(buffer.data, src=0)
 
 
-def local_batch_size(batch_size: int) -> int:
-    """Images per process in a global batch of ``batch_size`` (``train.batch_size``).
+def check_batch_size(batch_size: int) -> None:
+    """Check that a global batch of ``batch_size`` (``train.batch_size``) splits evenly over the processes.
 
     Raises:
         ConfigError: ``batch_size`` is not a multiple of the number of processes.
@@ -162,7 +162,6 @@ def local_batch_size(batch_size: int) -> int:
     if batch_size % n:
         raise ConfigError(f"train.batch_size={batch_size} is not a multiple of the {n} processes; choose a multiple "
                           f"(e.g. {batch_size + n - batch_size % n}) so that every process trains on an equal share")
-    return batch_size // n
 
 
 class _Step(nn.Module):

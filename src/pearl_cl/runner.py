@@ -76,7 +76,7 @@ def check(config: RunConfig) -> None:
     if config.out is not None and not config.out.strip():
         raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
     check_width(config.backbone.width)
-    distributed.local_batch_size(config.train.batch_size)
+    distributed.check_batch_size(config.train.batch_size)
     if config.backbone.pretrained is not None:
         checkpoint_path(config.backbone.pretrained, config.backbone.name)
     if not 0.0 <= config.routing.shrinkage <= 1.0:

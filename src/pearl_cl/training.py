@@ -121,7 +121,7 @@ def fit(
     if len(y) == 0:
         raise TrainingError(f"{desc}: no training images; check the benchmark's task split")
     processes = distributed.world_size()
-    distributed.local_batch_size(settings.batch_size)
+    distributed.check_batch_size(settings.batch_size)
     optimizer = make_optimizer(params, settings)
     generator = torch.Generator().manual_seed(seed)
     step_forward = distributed.data_parallel(module, forward)

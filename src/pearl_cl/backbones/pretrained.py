@@ -68,7 +68,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"backbone.pretrained: {path} holds no state dict of tensors")
+        raise ConfigError(f"backbone.pretrained: {path} holds no state dict of tensors; save one with "
+                          f"torch.save(backbone.state_dict(), PATH) or safetensors.torch.save_file")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
