@@ -22,8 +22,8 @@ import torch
 from pearl_cl import load_config
 from pearl_cl.methods import Pearl
 from pearl_cl.routing import ROUTERS
-from pearl_cl.evaluation import routed_counts
-from pearl_cl.runner import benchmark_for
+from pearl_cl.engine.evaluation import routed_counts
+from pearl_cl.engine.runner import benchmark_for
 
 
 def main(overrides: list[str]) -> None:

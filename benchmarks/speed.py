@@ -46,16 +46,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pearl_cl import load_config
-from pearl_cl.adapters import merged_copy, reference_copy, task_parameters
+from pearl_cl.core.adapters import merged_copy, reference_copy, task_parameters
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import BENCHMARKS, split_tasks
 from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods import Pearl
-from pearl_cl.report import text_table
+from pearl_cl.commands.report import text_table
 from pearl_cl.routing import ROUTERS
-from pearl_cl.evaluation import routed_counts
-from pearl_cl.runner import benchmark_for
-from pearl_cl.training import count_correct, fit
+from pearl_cl.engine.evaluation import routed_counts
+from pearl_cl.engine.runner import benchmark_for
+from pearl_cl.engine.training import count_correct, fit
 
 REPEATS = 5
 TARGET_SECONDS = 2.0  # length of one timed training call

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pearl_cl.adapters import adapter_delta, adapter_ranks, add_task_adapter, merged_copy, svd_factors, task_parameters
+from pearl_cl.core.adapters import adapter_delta, adapter_ranks, add_task_adapter, merged_copy, svd_factors, task_parameters
 from pearl_cl.backbones import adaptable_layers, build_backbone
-from pearl_cl.model import ContinualModel
-from pearl_cl.rank import factorise
+from pearl_cl.core.model import ContinualModel
+from pearl_cl.core.rank import factorise
 
 
 def _model(name: str) -> ContinualModel:

@@ -17,7 +17,7 @@ from torch import nn
 from pearl_cl.backbones import adaptable_layers, build_backbone, norm_layers
 from pearl_cl.backbones.pretrained import imagenet_weights_file, load_pretrained, rename_efficientnet_keys
 from pearl_cl.backbones.timm_models import vit_patch_size
-from pearl_cl.cli import main
+from pearl_cl.commands.cli import main
 from pearl_cl.errors import ConfigError
 
 MILITARY_UNIFORM = 652  # ImageNet class of the photograph of Grace Hopper in uniform
@@ -133,7 +133,7 @@ def test_bad_pretrained_exits_2_before_writing(tmp_path, capsys, args, message):
 def test_run_keeps_the_checkpoint_path_absolute_and_needs_it_only_to_learn(tmp_path, monkeypatch):
     import yaml
 
-    from pearl_cl.runner import rollback
+    from pearl_cl.engine.runner import rollback
 
     net = build_backbone("mlp", (1, 28, 28), width=0.25)
     torch.save(net.state_dict(), tmp_path / "mlp.pth")

@@ -12,7 +12,7 @@ from conftest import small_config
 from pearl_cl.config import load_config
 from pearl_cl.methods import EWC, METHODS, SI, LwF
 from pearl_cl.methods.ewc import fisher_diagonal
-from pearl_cl.runner import run
+from pearl_cl.engine.runner import run
 
 
 def _config(**values):
@@ -143,7 +143,7 @@ def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
 
 def test_single_head_on_a_domain_il_benchmark_has_no_task_to_route(tmp_path):
     """Permuted-MNIST: every task shares the ten units, so Task-IL equals domain-IL and routing is undefined."""
-    from pearl_cl.report import summary
+    from pearl_cl.commands.report import summary
 
     config = small_config(tmp_path, method="finetune", benchmark="permuted-mnist", backbone__name="mlp",
                           data__train_per_task=300, data__test_per_task=100, train__epochs=1, train__reference_epochs=1)

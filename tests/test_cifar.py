@@ -12,7 +12,7 @@ from pearl_cl.config import load_config
 from pearl_cl.data.benchmarks import make_benchmark
 from pearl_cl.data.cifar import CIFAR10, CIFAR100, read_cifar
 from pearl_cl.errors import DataError
-from pearl_cl.runner import run
+from pearl_cl.engine.runner import run
 
 
 def _write_batch(path, n: int, n_classes: int, label_key: bytes, seed: int) -> tuple[np.ndarray, list[int]]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pearl_cl import cli
+from pearl_cl.commands import cli
 from pearl_cl.data import sources
 
 
@@ -21,7 +21,7 @@ def _run(capsys, *args):
 def test_cli_run_prints_the_summary(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "pearl_cl.cli", "run", "--out", str(out), "--seed", "1",
+        [sys.executable, "-m", "pearl_cl.commands.cli", "run", "--out", str(out), "--seed", "1",
          "--set", "data.train_per_task=200", "--set", "data.test_per_task=100", "--set", "backbone.width=0.25",
          "--set", "backbone.name=mlp", "--set", "data.val_fraction=0", "--set", "train.lr=1e-3"],
         capture_output=True, text=True, timeout=300,

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from pearl_cl import cli
-from pearl_cl.compare import parse_methods
+from pearl_cl.commands import cli
+from pearl_cl.commands.compare import parse_methods
 from pearl_cl.errors import ConfigError
-from pearl_cl.rank import matched_fixed_rank
+from pearl_cl.core.rank import matched_fixed_rank
 
 TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "data.train_per_task=300",
         "--set", "data.test_per_task=100", "--set", "train.iterations=15", "--set", "train.batch_size=32",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pearl_cl import cli
+from pearl_cl.commands import cli
 
 TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "data.train_per_task=400",
         "--set", "data.test_per_task=200", "--set", "train.epochs=2", "--set", "train.reference_epochs=2",
@@ -95,7 +95,7 @@ SYNC_SCRIPT = """
 import sys
 import torch
 from torch import nn
-from pearl_cl import distributed
+from pearl_cl.engine import distributed
 distributed.initialise()
 r = distributed.rank()
 net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from pearl_cl import PearlError, load_config, run
 from pearl_cl.routing import TaskStatistics
-from pearl_cl.store import RunStore
+from pearl_cl.engine.store import RunStore
 
 from conftest import small_config
 

@@ -11,11 +11,11 @@ import torch
 import yaml
 from PIL import Image
 
-from pearl_cl import cli
+from pearl_cl.commands import cli
 from pearl_cl.data.benchmarks import make_benchmark
 from pearl_cl.data.folder import read_image_folder
 from pearl_cl.errors import ConfigError, DataError
-from pearl_cl.runner import resume, rollback, run
+from pearl_cl.engine.runner import resume, rollback, run
 
 from conftest import small_config
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pearl_cl.adapters import add_task_adapter, task_parameters
+from pearl_cl.core.adapters import add_task_adapter, task_parameters
 from pearl_cl.backbones import build_backbone
 from pearl_cl.methods import Pearl
-from pearl_cl.model import ContinualModel
-from pearl_cl.training import FitSettings, fit
+from pearl_cl.core.model import ContinualModel
+from pearl_cl.engine.training import FitSettings, fit
 
 from conftest import small_config
 

@@ -19,12 +19,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import small_config
-from pearl_cl import cli
+from pearl_cl.commands import cli
 from pearl_cl.backbones import build_backbone
 from pearl_cl.config import save_config
 from pearl_cl.errors import PearlError, TrainingError
-from pearl_cl.restore import load_learner, open_run
-from pearl_cl.runner import benchmark_for, resume, rollback, run
+from pearl_cl.engine.restore import load_learner, open_run
+from pearl_cl.engine.runner import benchmark_for, resume, rollback, run
 
 SETTINGS = {"backbone.width": 0.25, "data.train_per_task": 600, "data.test_per_task": 200, "train.batch_size": 32,
             "pearl.r_max": 4, "pearl.epsilon": 0.05, "train.epochs": 2}
@@ -60,7 +60,7 @@ def test_a_run_killed_mid_task_resumes_to_the_uninterrupted_result(finished, tmp
     config_file.write_text(save_config(_config(out)))  # the same config as the uninterrupted run
     log = tmp_path / "child.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pearl_cl.cli", "run", "--config", str(config_file)],
+        proc = subprocess.Popen([sys.executable, "-m", "pearl_cl.commands.cli", "run", "--config", str(config_file)],
                                 stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.time() + 900  # generous: a loaded machine is slow, and the kill point below does not depend on it
         while _progress(out) < 2 and proc.poll() is None and time.time() < deadline:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from pearl_cl import cli
-from pearl_cl.compare import compare, parse_methods
-from pearl_cl.plots import rank_plot
-from pearl_cl.runner import inspect
-from pearl_cl.store import RunStore, sha256
+from pearl_cl.commands import cli
+from pearl_cl.commands.compare import compare, parse_methods
+from pearl_cl.commands.plots import rank_plot
+from pearl_cl.engine.runner import inspect
+from pearl_cl.engine.store import RunStore, sha256
 
 from conftest import small_config
 

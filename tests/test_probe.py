@@ -7,8 +7,8 @@ import torch
 
 from pearl_cl.backbones import build_backbone
 from pearl_cl.data.batches import iterate_batches
-from pearl_cl.probe import finetune_probe, gradient_probe
-from pearl_cl.training import FitSettings
+from pearl_cl.core.probe import finetune_probe, gradient_probe
+from pearl_cl.engine.training import FitSettings
 
 
 def _batch_gradients(reference, task, seed: int) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pearl_cl.errors import ConfigError
-from pearl_cl.rank import (
+from pearl_cl.core.rank import (
     RankRule,
     allocate_ranks,
     clip_rank,

@@ -21,7 +21,7 @@ from pearl_cl.routing import (
     task_statistics,
     whitening,
 )
-from pearl_cl.store import RunStore
+from pearl_cl.engine.store import RunStore
 
 from conftest import small_config
 

@@ -5,11 +5,11 @@ benchmark and writes the run directory, :func:`summary` formats the result; :fun
 runs several methods (:func:`parse_methods`) over several seeds.
 """
 
-from pearl_cl.compare import compare, parse_methods
+from pearl_cl.commands.compare import compare, parse_methods
 from pearl_cl.config import RunConfig, load_config
 from pearl_cl.errors import ConfigError, DataError, PearlError, TrainingError
-from pearl_cl.report import summary
-from pearl_cl.runner import RunResult, run
+from pearl_cl.commands.report import summary
+from pearl_cl.engine.runner import RunResult, run
 
 __all__ = ["ConfigError", "DataError", "PearlError", "RunConfig", "RunResult", "TrainingError", "compare", "load_config",
            "parse_methods", "run", "summary"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from pearl_cl.cli import main
+from pearl_cl.commands.cli import main
 
 sys.exit(main())

@@ -21,8 +21,8 @@ from torch import nn
 
 from pearl_cl.backbones import build_backbone
 from pearl_cl.errors import ConfigError
-from pearl_cl.rank import RankRule
-from pearl_cl.training import FitSettings
+from pearl_cl.core.rank import RankRule
+from pearl_cl.engine.training import FitSettings
 
 
 @dataclass
@@ -87,7 +87,7 @@ class TrainConfig:
 class PearlConfig:
     """PEARL knobs (DESIGN.md §2): probe, rank rule and adapter initialisation.
 
-    The rank-rule defaults are those of :class:`~pearl_cl.rank.RankRule`, which documents them.
+    The rank-rule defaults are those of :class:`~pearl_cl.core.rank.RankRule`, which documents them.
     """
 
     probe: str = "finetune"
@@ -101,7 +101,7 @@ class PearlConfig:
     init: str = "svd"
 
     def to_rank_rule(self) -> RankRule:
-        """The validated :class:`~pearl_cl.rank.RankRule` these knobs describe.
+        """The validated :class:`~pearl_cl.core.rank.RankRule` these knobs describe.
 
         Raises:
             ConfigError: unknown rule or bounds out of range.
@@ -205,7 +205,7 @@ class RunConfig:
         return value
 
     def fit_settings(self, epochs_key: str, lr_key: str, iterations: bool = True) -> FitSettings:
-        """Validated :class:`~pearl_cl.training.FitSettings` with the epochs and step size found at
+        """Validated :class:`~pearl_cl.engine.training.FitSettings` with the epochs and step size found at
         the dotted keys ``epochs_key`` and ``lr_key`` (e.g. ``"pearl.probe_epochs"``,
         ``"train.lr"``) and the rest of ``train``; ``train.iterations`` applies unless
         ``iterations`` is False (the probe); error messages name those keys.

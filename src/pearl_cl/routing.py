@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from pearl_cl.errors import ConfigError
-from pearl_cl.training import EVAL_BATCH
+from pearl_cl.engine.training import EVAL_BATCH
 
 ROUTERS = ("mahalanobis", "reference", "energy", "max_prob", "entropy", "oracle")
 CALIBRATED = ("mahalanobis", "energy", "max_prob", "entropy")
@@ -212,7 +212,7 @@ def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, tra
     """Statistics of task ``task`` for every router, from its ``(N, C, H, W)`` training images
     with local labels ``(N,)`` and its validation images (the training images when there are none).
 
-    ``model`` is a :class:`~pearl_cl.model.ContinualModel` that has learned the task.
+    ``model`` is a :class:`~pearl_cl.core.model.ContinualModel` that has learned the task.
     """
     model.eval()
     is_reference = task == model.reference_task
@@ -262,7 +262,7 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
     """Predict a global class for each image of ``x`` ``(N, C, H, W)`` without its task label.
 
     Args:
-        model: a :class:`~pearl_cl.model.ContinualModel` in eval mode.
+        model: a :class:`~pearl_cl.core.model.ContinualModel` in eval mode.
         tasks: the branches to choose from, in order; ``classes[t]`` are task t's global classes
             and ``stats[t]`` its :class:`TaskStatistics`.
         router: one of :data:`ROUTERS`.

@@ -2,7 +2,7 @@
 
 Every backbone is an ``nn.Module`` with an attribute ``feature_dim`` (int) and a forward that
 maps ``(N, C, H, W)`` float images to ``(N, feature_dim)`` features. Task heads live outside the
-backbone (see :mod:`pearl_cl.model`), so every Conv2d and Linear inside a backbone belongs to the
+backbone (see :mod:`pearl_cl.core.model`), so every Conv2d and Linear inside a backbone belongs to the
 feature extractor and is a candidate for adaptation.
 """
 

@@ -4,7 +4,7 @@ Every method has the interface of :class:`~pearl_cl.methods.pearl.Pearl`: built 
 ``(config, image_shape, n_classes)``; ``learn(task, seed)`` → :class:`TaskRecord`;
 ``count_correct(task, x, y)`` (Task-IL); ``route(x, true_task, router)`` → predicted global
 classes and chosen task indices (no task label); ``evaluate(tasks, router)`` → per-task test counts
-(:class:`~pearl_cl.evaluation.TaskCounts`); ``task_tensors(task)``; ``records``;
+(:class:`~pearl_cl.engine.evaluation.TaskCounts`); ``task_tensors(task)``; ``records``;
 ``backbone_parameters``; ``identifies_tasks`` (whether ``route`` picks a task per image).
 """
 

@@ -12,12 +12,12 @@ import torch
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.evaluation import TaskCounts
+from pearl_cl.engine.evaluation import TaskCounts
 from pearl_cl.methods.record import TaskRecord
-from pearl_cl.metrics import task_accuracy
+from pearl_cl.engine.metrics import task_accuracy
 from pearl_cl.routing import (CALIBRATED, ROUTERS, TaskStatistics, branch_outputs, reference_features, reference_scores,
                               route, task_statistics)
-from pearl_cl.training import EVAL_BATCH, count_correct
+from pearl_cl.engine.training import EVAL_BATCH, count_correct
 
 
 class TaskBranches:
@@ -89,11 +89,11 @@ class TaskBranches:
 
     @torch.no_grad()
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
-        """:class:`~pearl_cl.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned, in
+        """:class:`~pearl_cl.engine.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned, in
         order) on its test images, choosing among every branch learned so far with ``router``
         (default ``routing.router``).
 
-        The same counts as :func:`pearl_cl.evaluation.evaluate_tasks` (the same batches through
+        The same counts as :func:`pearl_cl.engine.evaluation.evaluate_tasks` (the same batches through
         the same branches; the ``reference`` router may differ in the last bits of a score), with
         less work: a learned branch never changes (DESIGN.md §2 step 5, ``tests/test_isolation.py``),
         so what each branch predicts and scores on a task's test images is computed once and kept

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pearl_cl.config import RunConfig
 from pearl_cl.methods.pearl import Pearl
-from pearl_cl.rank import RankRule
+from pearl_cl.core.rank import RankRule
 
 
 class FixedRankLoRA(Pearl):

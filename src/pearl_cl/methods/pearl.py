@@ -3,8 +3,8 @@
 Source: Bhat, Yazdani, Arani, Zonooz, "Parameter Efficient Continual Learning with Dynamic
 Low-Rank Adaptation" (arXiv 2505.11998, 2025), as read in DESIGN.md §2: train the reference task
 (step 1); for each later task run a proximity probe (step 2), choose a rank per layer from the
-probe's displacement (step 3, :mod:`pearl_cl.rank`), initialise the task's adapter (step 4,
-:mod:`pearl_cl.adapters`) and train only that task's adapter, BatchNorm and head (step 5).
+probe's displacement (step 3, :mod:`pearl_cl.core.rank`), initialise the task's adapter (step 4,
+:mod:`pearl_cl.core.adapters`) and train only that task's adapter, BatchNorm and head (step 5).
 Task-IL inference uses the task's own branch (step 6). The first task of the sequence is the
 reference task.
 """
@@ -16,18 +16,18 @@ import time
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from pearl_cl.adapters import add_task_adapter, reference_copy, task_parameters
-from pearl_cl import distributed
+from pearl_cl.core.adapters import add_task_adapter, reference_copy, task_parameters
+from pearl_cl.engine import distributed
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
-from pearl_cl.model import ContinualModel
-from pearl_cl.probe import run_probe
-from pearl_cl.rank import LayerRank, RankRule, allocate_ranks, factorise
+from pearl_cl.core.model import ContinualModel
+from pearl_cl.core.probe import run_probe
+from pearl_cl.core.rank import LayerRank, RankRule, allocate_ranks, factorise
 from pearl_cl.routing import TaskStatistics
-from pearl_cl.training import FitStats, fit
+from pearl_cl.engine.training import FitStats, fit
 
 
 def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
@@ -35,7 +35,7 @@ def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
 
 
 def _parameter_counts(params: dict[str, torch.nn.Parameter]) -> dict[str, int]:
-    """Split the names of :func:`~pearl_cl.adapters.task_parameters` into the TaskRecord keys."""
+    """Split the names of :func:`~pearl_cl.core.adapters.task_parameters` into the TaskRecord keys."""
     adapter, norm, head = _count(params, ".lora_"), _count(params, ".modules_to_save."), _count(params, "heads.")
     backbone = sum(p.numel() for p in params.values()) - adapter - norm - head
     return parameter_counts(backbone, adapter, norm, head)
@@ -84,7 +84,7 @@ class Pearl(TaskBranches):
         Raises:
             TrainingError: the loss became NaN or infinite. The failed task's adapter and head
                 stay in the model; the runner rebuilds the learner from the run directory
-                (:mod:`pearl_cl.restore`), which holds the earlier tasks unchanged.
+                (:mod:`pearl_cl.engine.restore`), which holds the earlier tasks unchanged.
         """
         torch.manual_seed(seed)
         if not self.records:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pearl_cl.rank import LayerRank
+from pearl_cl.core.rank import LayerRank
 
 COUNT_KEYS = ("backbone", "adapter", "norm", "head", "total")
 
@@ -29,7 +29,7 @@ class TaskRecord:
         task: task name (``"task1"``…); ``classes``: its global class ids.
         reference: True for the first task, which trains a whole backbone (PEARL's reference
             task; every method's first task).
-        ranks: layer → :class:`~pearl_cl.rank.LayerRank` (empty for the reference task and for
+        ranks: layer → :class:`~pearl_cl.core.rank.LayerRank` (empty for the reference task and for
             methods without adapters).
         parameters: parameters the task added, keys ``backbone`` (a whole backbone: the first
             task, or every task of Separate networks), ``adapter`` (LoRA factors), ``norm``

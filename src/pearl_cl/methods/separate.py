@@ -17,7 +17,7 @@ from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.routing import TaskStatistics
-from pearl_cl.training import fit
+from pearl_cl.engine.training import fit
 
 
 class SeparateModel(nn.Module):

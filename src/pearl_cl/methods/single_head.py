@@ -23,10 +23,10 @@ from torch import nn
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.evaluation import TaskCounts, evaluate_tasks
+from pearl_cl.engine.evaluation import TaskCounts, evaluate_tasks
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
-from pearl_cl.metrics import task_accuracy
-from pearl_cl.training import EVAL_BATCH, count_correct, fit
+from pearl_cl.engine.metrics import task_accuracy
+from pearl_cl.engine.training import EVAL_BATCH, count_correct, fit
 
 
 def quadratic_penalty(net: nn.Module, importance: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -205,7 +205,7 @@ class SingleHead:
         return pred, self._owner()[pred]
 
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
-        """:class:`~pearl_cl.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned),
+        """:class:`~pearl_cl.engine.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned),
         every image afresh: the network changes with every task."""
         return evaluate_tasks(self, tasks, router)
 

@@ -7,7 +7,7 @@ already uses NCCL for any CUDA tensor.
 tensors where CUDA exists. Every process loads the same benchmark from the same seed and holds
 the whole model; what differs is which images each trains on:
 
-* **Training** (:func:`pearl_cl.training.fit`): every process draws the same seeded order of the
+* **Training** (:func:`pearl_cl.engine.training.fit`): every process draws the same seeded order of the
   task's images, so every process knows every global batch of ``train.batch_size`` images;
   process ``r`` of ``N`` trains on rows ``r, r + N, …`` of each (a last batch of fewer than
   ``2N`` images joins the one before, so every process gets at least two). Gradients are
@@ -23,7 +23,7 @@ the whole model; what differs is which images each trains on:
   ranks are still decided on process 0 and broadcast (:func:`broadcast_object`), so the adapters
   every process builds have the same shapes even where linear algebra differs across machines.
 * Only process 0 writes the run directory (the other processes keep its manifest in memory,
-  :class:`pearl_cl.store.ReplicaStore`); the peak memory recorded is the largest of any process.
+  :class:`pearl_cl.engine.store.ReplicaStore`); the peak memory recorded is the largest of any process.
 
 A failure in one process (an error, or the process killed) makes ``torchrun`` stop the others
 and report which process failed and why; the failed process prints its own error first. Every

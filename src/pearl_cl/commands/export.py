@@ -19,11 +19,11 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pearl_cl.adapters import reference_copy
+from pearl_cl.core.adapters import reference_copy
 from pearl_cl.errors import PearlError
-from pearl_cl.restore import load_learner, open_run
-from pearl_cl.runner import benchmark_for
-from pearl_cl.store import sha256
+from pearl_cl.engine.restore import load_learner, open_run
+from pearl_cl.engine.runner import benchmark_for
+from pearl_cl.engine.store import sha256
 
 FORMATS = ("peft",)
 ADAPTER_METHODS = ("pearl", "lora")

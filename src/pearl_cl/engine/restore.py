@@ -1,7 +1,7 @@
 """Open a run directory and rebuild its learner from the saved task files (our design).
 
 Used by resume, rollback, the validation guard's rollback, predict, inspect and export. Every
-file is read through :meth:`~pearl_cl.store.RunStore.read_verified`, so a corrupt or truncated
+file is read through :meth:`~pearl_cl.engine.store.RunStore.read_verified`, so a corrupt or truncated
 file is an error naming it, never a silently different model.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from pearl_cl import distributed
+from pearl_cl.engine import distributed
 from pearl_cl.config import KEYS, RunConfig, load_config
 from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
-from pearl_cl.progress import PROGRESS, Progress
-from pearl_cl.store import MANIFEST, RunStore, open_store, sha256
+from pearl_cl.engine.progress import PROGRESS, Progress
+from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here

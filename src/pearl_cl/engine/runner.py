@@ -7,7 +7,7 @@ task: ``config.yaml``, ``metrics.json``, ``accuracy_matrix_<scenario>.csv`` for 
 ``routing_accuracy.csv``, ``ranks.csv``, ``tasks.csv``
 and ``tasks/<task>.safetensors``, all listed with checksums in ``manifest.json``. Each file is
 replaced atomically; after a task the order is: the task's tensors, the CSV files,
-``metrics.json``, then ``progress.json`` (:mod:`pearl_cl.progress`), the commit point that
+``metrics.json``, then ``progress.json`` (:mod:`pearl_cl.engine.progress`), the commit point that
 :func:`resume` and :func:`rollback` start from; a stop anywhere leaves at most the derived files
 of one task ahead of it, and resuming rewrites them. Each task is learned under the validation
 guard (``guard.*``): a failed task is rolled back by rebuilding the learner from the directory.
@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from pearl_cl import distributed, metrics
-from pearl_cl.adapters import INITS
+from pearl_cl.engine import distributed, metrics
+from pearl_cl.core.adapters import INITS
 from pearl_cl.backbones import BACKBONES, check_width
 from pearl_cl.backbones.pretrained import IMAGENET, checkpoint_path
 from pearl_cl.config import RunConfig, save_config
@@ -38,11 +38,11 @@ from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, TaskDat
 from pearl_cl.errors import ConfigError, PearlError, TrainingError
 from pearl_cl.methods import METHODS, TaskRecord
 from pearl_cl.methods.record import COUNT_KEYS
-from pearl_cl.probe import PROBES
-from pearl_cl.progress import PROGRESS, SCENARIO, Progress
-from pearl_cl.restore import BENCHMARK_COPY, checked_overrides, load_learner, open_run
+from pearl_cl.core.probe import PROBES
+from pearl_cl.engine.progress import PROGRESS, SCENARIO, Progress
+from pearl_cl.engine.restore import BENCHMARK_COPY, checked_overrides, load_learner, open_run
 from pearl_cl.routing import ROUTERS
-from pearl_cl.store import RunStore, open_store
+from pearl_cl.engine.store import RunStore, open_store
 
 
 
@@ -362,7 +362,7 @@ def _attempt(learner, task: TaskData, seed: int, rank_factor: int) -> str | None
 
 def _agreed(failure: str | None) -> str | None:
     """``failure``, or, when this process passed but another failed, a reason saying so: every
-    process then rolls back alike (:mod:`pearl_cl.distributed`)."""
+    process then rolls back alike (:mod:`pearl_cl.engine.distributed`)."""
     if distributed.any_process(failure is not None) and failure is None:
         return "it failed in another process (that process prints why)"
     return failure

@@ -82,7 +82,7 @@ def singular_values(delta: torch.Tensor) -> torch.Tensor:
 def factorise(delta: torch.Tensor) -> torch.return_types.linalg_svd:
     """Thin SVD of ``as_matrix(delta)`` in float64: ``U`` ``(out, k)``, ``S`` ``(k,)`` descending,
     ``Vh`` ``(k, in·kh·kw)``, k = min(out, in·kh·kw). One factorisation serves both the rank rule
-    (``S``, see :func:`allocate_ranks`) and the SVD initialisation (:mod:`pearl_cl.adapters`)."""
+    (``S``, see :func:`allocate_ranks`) and the SVD initialisation (:mod:`pearl_cl.core.adapters`)."""
     return torch.linalg.svd(as_matrix(delta).double(), full_matrices=False)
 
 

@@ -2,17 +2,17 @@
 ``--jobs K`` at once in worker processes, and tabulate them (our design; the command
 ``pearl-cl compare``).
 
-Every run is an ordinary :func:`pearl_cl.runner.run` with the same config except ``method``,
+Every run is an ordinary :func:`pearl_cl.engine.runner.run` with the same config except ``method``,
 ``seed`` and ``out``, so all methods see the same benchmark, backbone, data order and seeds.
 Method names are the keys of :data:`pearl_cl.methods.METHODS`, plus ``lora-rK`` (fixed-rank
 LoRA at rank K) and ``lora-matched``: fixed-rank LoRA at the rank whose adapter parameters come
-closest to what PEARL added per task in the same seed (:func:`pearl_cl.rank.matched_fixed_rank`,
+closest to what PEARL added per task in the same seed (:func:`pearl_cl.core.rank.matched_fixed_rank`,
 at least rank 1; norm and head parameters are the same for both).
 
 The comparison directory holds ``runs/<label>-seed<k>/`` (one run directory each),
 ``compare_runs.csv`` (one row per run), ``compare.csv`` (mean and standard deviation per method)
 and ``compare.json`` (both), rewritten atomically after every run, and at the end the plots and
-``report.md`` of :func:`pearl_cl.report.write_report`.
+``report.md`` of :func:`pearl_cl.commands.report.write_report`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import numpy as np
 from pearl_cl.config import RunConfig
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
-from pearl_cl.rank import matched_fixed_rank
-from pearl_cl.report import write_report
-from pearl_cl.runner import SCENARIO, RunResult, check, run
-from pearl_cl.store import RunStore
+from pearl_cl.core.rank import matched_fixed_rank
+from pearl_cl.commands.report import write_report
+from pearl_cl.engine.runner import SCENARIO, RunResult, check, run
+from pearl_cl.engine.store import RunStore
 
 ALL_METHODS = "finetune,joint,ewc,si,lwf,separate,lora-r1,lora-r4,lora-r16,pearl,lora-matched"
 MATCHED = "lora-matched"

@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 
-from pearl_cl import metrics
+from pearl_cl.engine import metrics
 from pearl_cl.methods.record import TaskRecord
-from pearl_cl.store import sha256
+from pearl_cl.engine.store import sha256
 
 SCENARIO = "task-il"  # the scenario with task labels; the other is the benchmark's class-il or domain-il
 PROGRESS = "progress.json"

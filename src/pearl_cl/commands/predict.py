@@ -16,8 +16,8 @@ import torch
 
 from pearl_cl.data.benchmarks import normalise
 from pearl_cl.errors import DataError, PearlError
-from pearl_cl.restore import load_learner, open_run
-from pearl_cl.runner import benchmark_for
+from pearl_cl.engine.restore import load_learner, open_run
+from pearl_cl.engine.runner import benchmark_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pearl_cl import distributed
-from pearl_cl.compare import ALL_METHODS
+from pearl_cl.engine import distributed
+from pearl_cl.commands.compare import ALL_METHODS
 from pearl_cl.config import PROTOCOLS, load_config
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods import METHODS
@@ -93,7 +93,7 @@ def _load(args: argparse.Namespace, **fields: str | int | None):
 
 
 def _print_result(result) -> None:
-    from pearl_cl.report import format_matrix, summary
+    from pearl_cl.commands.report import format_matrix, summary
 
     for name, acc in result.accuracy.items():
         print(f"{name}:")
@@ -114,8 +114,8 @@ def _resume_overrides(args: argparse.Namespace) -> list[str]:
 def _run(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from pearl_cl.report import task_line, write_report
-    from pearl_cl.runner import resume, run
+    from pearl_cl.commands.report import task_line, write_report
+    from pearl_cl.engine.runner import resume, run
 
     def on_task(record, acc):
         tqdm.write(task_line(record, acc))
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> None:
-    from pearl_cl.runner import rollback
+    from pearl_cl.engine.runner import rollback
 
     result = rollback(args.run_dir, args.to_task)
     print(f"{args.run_dir}: kept tasks 1..{args.to_task}; continue with pearl-cl run --resume {args.run_dir}")
@@ -141,14 +141,14 @@ def _rollback(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pearl_cl.predict import predict
+    from pearl_cl.commands.predict import predict
 
     for p in predict(args.run_dir, args.images, args.task):
         print(f"{p.path}\tclass {p.label}\ttask {p.task or '-'}\tconfidence {p.confidence:.1f}%")
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pearl_cl.runner import inspect
+    from pearl_cl.engine.runner import inspect
 
     result, bad = inspect(args.run_dir)
     _print_result(result)
@@ -158,7 +158,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from pearl_cl.export import export
+    from pearl_cl.commands.export import export
 
     target = export(args.run_dir, args.task, args.out, args.format)
     print(f"wrote {target}: PeftModel.from_pretrained(backbone, '{target}', adapter_name='task{args.task}') loads it "
@@ -168,8 +168,8 @@ def _export(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from pearl_cl.compare import compare, parse_methods
-    from pearl_cl.report import compare_line, compare_table
+    from pearl_cl.commands.compare import compare, parse_methods
+    from pearl_cl.commands.report import compare_line, compare_table
 
     config = _load(args, seed=args.seed)
     specs = parse_methods(args.methods)
@@ -179,7 +179,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from pearl_cl.report import write_report
+    from pearl_cl.commands.report import write_report
 
     for path in write_report(args.run_dirs, args.out):
         print(f"wrote {path}")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pearl-cl`` console script; returns the exit status.
 
     Under ``torchrun`` with several processes, ``run`` trains data-parallel
-    (:mod:`pearl_cl.distributed`): process 0 prints and writes; an error names its process.
+    (:mod:`pearl_cl.engine.distributed`): process 0 prints and writes; an error names its process.
     """
     args = build_parser().parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Per-task LoRA adapters on a frozen backbone, built on PEFT (DESIGN.md §2 steps 4–6).
 
 Each later task gets one named PEFT LoRA adapter (``"task2"``, ``"task3"``, …) whose per-layer
-ranks come from :mod:`pearl_cl.rank` (PEFT's ``rank_pattern``), and its own copy of every
+ranks come from :mod:`pearl_cl.core.rank` (PEFT's ``rank_pattern``), and its own copy of every
 BatchNorm (PEFT's ``modules_to_save``). A layer of rank 0 is left out of that task's
 ``target_modules``; a task whose ranks are all 0 still gets its own BatchNorm through PEFT's
 dummy target. ``lora_alpha`` equals the rank in every layer, so PEFT's scaling α/r is 1 and the
@@ -24,7 +24,7 @@ from peft.utils import ModulesToSaveWrapper
 from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
-from pearl_cl.model import ContinualModel
+from pearl_cl.core.model import ContinualModel
 
 INITS = ("svd", "zero")
 
@@ -78,7 +78,7 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
         init: ``"svd"`` starts each adapter at the probe's best rank-r displacement
             (:func:`svd_initialise`, needs ``svds``); ``"zero"`` is standard LoRA (A random,
             B = 0), so the branch starts equal to the reference.
-        svds: layer name → thin SVD of the probe's ΔW as a matrix (:func:`pearl_cl.rank.factorise`),
+        svds: layer name → thin SVD of the probe's ΔW as a matrix (:func:`pearl_cl.core.rank.factorise`),
             for ``init="svd"``.
 
     The new adapter becomes the active one. On any error the half-built adapter is removed, so
@@ -127,7 +127,7 @@ def adapter_ranks(model: ContinualModel, task: str) -> dict[str, int]:
 def svd_factors(svd: torch.return_types.linalg_svd, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """LoRA factors of the best rank-``rank`` approximation of ΔW (DESIGN.md §2 step 4).
 
-    ``svd`` is the thin SVD of ΔW as an ``(out, in·kh·kw)`` matrix (:func:`pearl_cl.rank.factorise`);
+    ``svd`` is the thin SVD of ΔW as an ``(out, in·kh·kw)`` matrix (:func:`pearl_cl.core.rank.factorise`);
     returns ``B = U_r·√S_r`` of shape ``(out, rank)`` and ``A = √S_r·V_rᵀ`` of shape
     ``(rank, in·kh·kw)``, float32, so ``B·A = [ΔW]_r``.
     """
@@ -140,7 +140,7 @@ def svd_factors(svd: torch.return_types.linalg_svd, rank: int) -> tuple[torch.Te
 def svd_initialise(model: ContinualModel, task: str, svds: dict[str, torch.return_types.linalg_svd]) -> None:
     """Set task ``task``'s LoRA factors so that W_ref + B·A = W_ref + [ΔW]_r in each layer.
 
-    ``svds`` maps each adapted layer to the thin SVD of its ΔW (:func:`pearl_cl.rank.factorise`);
+    ``svds`` maps each adapted layer to the thin SVD of its ΔW (:func:`pearl_cl.core.rank.factorise`);
     r is the layer's rank for ``task``. B is divided by PEFT's scaling so the update is exact
     whatever ``lora_alpha`` is.
 

@@ -7,7 +7,7 @@
 
 Figures are drawn with matplotlib's object API (a :class:`~matplotlib.figure.Figure` on an Agg
 canvas), so neither pyplot's global state nor the process's backend is touched, and written with
-:meth:`pearl_cl.store.RunStore.write_bytes`: atomically, and listed with their SHA-256 in the
+:meth:`pearl_cl.engine.store.RunStore.write_bytes`: atomically, and listed with their SHA-256 in the
 directory's ``manifest.json``.
 """
 
@@ -23,8 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from pearl_cl.runner import SCENARIO, RunResult
-from pearl_cl.store import RunStore
+from pearl_cl.engine.runner import SCENARIO, RunResult
+from pearl_cl.engine.store import RunStore
 
 ACCURACY_PNG = "plots/accuracy_matrix.png"
 RANKS_PNG = "plots/ranks.png"

@@ -2,7 +2,7 @@
 
 Our design (DESIGN.md §2 steps 1, 5, 6). The backbone holds the reference weights W_ref; once
 the first adapter is added it becomes a ``peft.PeftModel`` holding one named LoRA adapter and one
-copy of every BatchNorm per later task (see :mod:`pearl_cl.adapters`). The reference task's
+copy of every BatchNorm per later task (see :mod:`pearl_cl.core.adapters`). The reference task's
 branch is the bare backbone with its own BatchNorm and head.
 """
 

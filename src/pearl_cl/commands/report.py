@@ -3,7 +3,7 @@
 Each table is built once as a header and rows of strings (``*_rows``) and laid out either as
 aligned text (:func:`text_table`, the console) or as Markdown (:func:`markdown_table`,
 ``report.md``), so both show the same numbers. :func:`write_report` writes the plots of
-:mod:`pearl_cl.plots` and ``report.md`` for a run or comparison directory (``pearl-cl report``).
+:mod:`pearl_cl.commands.plots` and ``report.md`` for a run or comparison directory (``pearl-cl report``).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 
 from pearl_cl.errors import PearlError
 from pearl_cl.methods import TaskRecord
-from pearl_cl.metrics import percent_of
-from pearl_cl.runner import SCENARIO, RunResult, inspect
-from pearl_cl.store import MANIFEST, RunStore
+from pearl_cl.engine.metrics import percent_of
+from pearl_cl.engine.runner import SCENARIO, RunResult, inspect
+from pearl_cl.engine.store import MANIFEST, RunStore
 
 if TYPE_CHECKING:
-    from pearl_cl.compare import Comparison
-    from pearl_cl.plots import Point
+    from pearl_cl.commands.compare import Comparison
+    from pearl_cl.commands.plots import Point
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 REPORT = "report.md"
@@ -182,7 +182,7 @@ def method_label(method: str, ranks: Sequence[int]) -> str:
 
 
 def compare_rows(comparison: Comparison) -> Table:
-    """One row per method of :func:`pearl_cl.compare.compare`: mean ± std over seeds."""
+    """One row per method of :func:`pearl_cl.commands.compare.compare`: mean ± std over seeds."""
     methods = comparison.methods
     routed = methods[0]["scenario"]
     rows = [[method_label(e["method"], e["ranks"]),
@@ -209,7 +209,7 @@ def compare_legend(comparison: Comparison) -> str:
 
 
 def compare_table(comparison: Comparison) -> str:
-    """The comparison of :func:`pearl_cl.compare.compare` as one table: mean ± std over seeds."""
+    """The comparison of :func:`pearl_cl.commands.compare.compare` as one table: mean ± std over seeds."""
     return "\n\n".join([compare_legend(comparison), text_table(*compare_rows(comparison)),
                          f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
 
@@ -255,7 +255,7 @@ def _load_comparison(directory: Path) -> tuple[Comparison, dict]:
     Raises:
         PearlError: ``compare.json`` missing from the manifest, corrupt, or holding no run.
     """
-    from pearl_cl.compare import Comparison
+    from pearl_cl.commands.compare import Comparison
 
     raw = RunStore(directory).read_verified("compare.json")
     try:
@@ -272,8 +272,8 @@ def _load_comparison(directory: Path) -> tuple[Comparison, dict]:
 
 def _comparison_points(comparison: Comparison, settings: dict) -> list[Point]:
     """One point per method of ``comparison``: means over seeds, with standard deviations."""
-    from pearl_cl.compare import parse_methods
-    from pearl_cl.plots import Point
+    from pearl_cl.commands.compare import parse_methods
+    from pearl_cl.commands.plots import Point
 
     runs = {spec.label: spec.method for spec in parse_methods(",".join(settings["methods"]))}
     def std(e: dict, column: str) -> float | None:
@@ -286,8 +286,8 @@ def _comparison_points(comparison: Comparison, settings: dict) -> list[Point]:
 def _run_point(directory: Path, result: RunResult) -> Point:
     """The run's point: its method (with the rank of fixed-rank LoRA), parameters added after
     the reference task, final average accuracies."""
-    from pearl_cl.plots import Point
-    from pearl_cl.restore import open_run
+    from pearl_cl.commands.plots import Point
+    from pearl_cl.engine.restore import open_run
 
     m = result.metrics
     ranks = [open_run(directory).config.pearl.fixed_rank] if m["method"] == "lora" else []
@@ -382,11 +382,11 @@ def _markdown(sources: _Sources, images: dict[str, str], directories: Sequence[P
 
 
 def write_report(directories: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
-    """Write the plots (:mod:`pearl_cl.plots`, under ``plots/``) and ``report.md`` of a run or
+    """Write the plots (:mod:`pearl_cl.commands.plots`, under ``plots/``) and ``report.md`` of a run or
     comparison, atomically and listed in the output directory's ``manifest.json``.
 
     ``directories[0]`` is the main run directory, or a comparison directory (made by
-    :func:`pearl_cl.compare.compare`; then the accuracy matrix and rank plots show its PEARL run
+    :func:`pearl_cl.commands.compare.compare`; then the accuracy matrix and rank plots show its PEARL run
     of the first seed, or its first run without PEARL, and every method is a point, mean over
     seeds). Every further directory (run or comparison of the same benchmark) adds its points to
     the accuracy-against-parameters plot. Writes into ``out``, default ``directories[0]``.
@@ -399,7 +399,7 @@ def write_report(directories: Sequence[str | Path], out: str | Path | None = Non
             or is of another benchmark than the first (the message names it and the fix); ``out``
             cannot be written.
     """
-    from pearl_cl import plots
+    from pearl_cl.commands import plots
 
     if not directories:
         raise PearlError("give at least one run or comparison directory")
