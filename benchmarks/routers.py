@@ -1,7 +1,7 @@
 """Every router on one trained PEARL model: Class-/Domain-IL accuracy, routing accuracy, speed.
 
 Learns the benchmark once with PEARL (the config's settings), then, in the same process, labels
-every task's test set without task labels with each router of :data:`pearl_cl.routing.ROUTERS`
+every task's test set without task labels with each router of :data:`pearl_cl.registry.ROUTERS`
 and prints one row per router: final average accuracy (%) in the benchmark's scenario, routing
 (task-identification) accuracy (%), and inference throughput relative to Task-IL inference
 (the task's own branch, label given) on the same images. ``key=value`` arguments override the
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from pearl_cl import load_config
-from pearl_cl.methods import Pearl
-from pearl_cl.routing import ROUTERS
+from pearl_cl.methods.pearl import Pearl
+from pearl_cl.registry import ROUTERS
 from pearl_cl.engine.evaluation import routed_counts
 from pearl_cl.engine.runner import benchmark_for
 

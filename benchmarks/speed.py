@@ -48,11 +48,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from pearl_cl import load_config
 from pearl_cl.core.adapters import merged_copy, reference_copy, task_parameters
 from pearl_cl.config import RunConfig
-from pearl_cl.data.benchmarks import BENCHMARKS, split_tasks
+from pearl_cl.data.benchmarks import split_tasks
 from pearl_cl.data.sources import DATASETS
-from pearl_cl.methods import Pearl
+from pearl_cl.methods.pearl import Pearl
 from pearl_cl.commands.report import text_table
-from pearl_cl.routing import ROUTERS
+from pearl_cl.registry import BENCHMARKS, ROUTERS
 from pearl_cl.engine.evaluation import routed_counts
 from pearl_cl.engine.runner import benchmark_for
 from pearl_cl.engine.training import count_correct, fit

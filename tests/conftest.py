@@ -6,7 +6,8 @@ import pytest
 
 from pearl_cl.config import load_config
 from pearl_cl.data import load_mnist
-from pearl_cl.data.benchmarks import BENCHMARKS, split_tasks
+from pearl_cl.data.benchmarks import split_tasks
+from pearl_cl.registry import BENCHMARKS
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def _best_rank_r(delta: torch.Tensor, r: int) -> torch.Tensor:
     return ((u[:, :r] * s[:r]) @ vh[:r]).reshape(delta.shape).float()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, layer", [("resnet18", "layer2.0.conv1"), ("mlp", "fc2")])
 def test_svd_init_is_best_rank_r_approximation_of_probe(backbone, layer):
     model = _model(backbone)

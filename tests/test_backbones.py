@@ -114,6 +114,7 @@ def test_checkpoint_round_trip_for_our_own_backbone(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--pretrained", "{tmp}/missing.pth"], "missing.pth is not a file"),
     (["--pretrained", "{tmp}/notes.txt"], "has suffix '.txt'"),
@@ -130,10 +131,11 @@ def test_bad_pretrained_exits_2_before_writing(tmp_path, capsys, args, message):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_run_keeps_the_checkpoint_path_absolute_and_needs_it_only_to_learn(tmp_path, monkeypatch):
     import yaml
 
-    from pearl_cl.engine.runner import rollback
+    from pearl_cl.engine.operations import rollback
 
     net = build_backbone("mlp", (1, 28, 28), width=0.25)
     torch.save(net.state_dict(), tmp_path / "mlp.pth")

@@ -10,7 +10,10 @@ import torch
 
 from conftest import small_config
 from pearl_cl.config import load_config
-from pearl_cl.methods import EWC, METHODS, SI, LwF
+from pearl_cl.methods.ewc import EWC
+from pearl_cl.methods.lwf import LwF
+from pearl_cl.methods.si import SI
+from pearl_cl.registry import METHODS
 from pearl_cl.methods.ewc import fisher_diagonal
 from pearl_cl.engine.runner import run
 
@@ -22,7 +25,8 @@ def _config(**values):
     return load_config(**base)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_each_method_learns_two_tasks_and_evaluates_both(name, small_tasks):
     learner = METHODS[name](_config(method=name), (1, 28, 28), 10)
     for task in small_tasks[:2]:
@@ -40,6 +44,7 @@ def test_each_method_learns_two_tasks_and_evaluates_both(name, small_tasks):
     assert tensors and all(torch.isfinite(t.float()).all() for t in tensors.values())
 
 
+@pytest.mark.slow
 def test_joint_beats_every_sequential_method_and_finetune_forgets(tmp_path):
     """Class-IL on Split-MNIST, 600 real images per task: the upper bound is above the single-head
     sequential methods, and Fine-tune loses the earlier tasks."""
@@ -94,7 +99,7 @@ def test_fisher_matches_one_image_at_a_time(small_tasks):
 
 
 def test_online_fisher_decays_by_gamma(small_tasks):
-    learner = _learned(EWC, small_tasks[0], baselines__ewc_gamma=0.5, baselines__fisher_samples=50)
+    learner = _learned(EWC, small_tasks[0], ewc__gamma=0.5, ewc__fisher_samples=50)
     first = {k: v.clone() for k, v in learner.importance.items()}
     learner.learn(small_tasks[1], seed=1)
     new = fisher_diagonal(learner.net, small_tasks[1].train_x[:50], torch.tensor([0, 1, 2, 3]))
@@ -120,7 +125,7 @@ def test_si_importance_follows_the_path_integral(small_tasks):
     learner.learn(small_tasks[0], seed=0)
     assert sum(float(v.sum()) for v in learner.importance.values()) > 0
     for k, p in learner.net.named_parameters():
-        expected = path[k].clamp_min(0) / ((p.detach() - start[k]) ** 2 + learner.config.baselines.si_xi)
+        expected = path[k].clamp_min(0) / ((p.detach() - start[k]) ** 2 + learner.config.si.xi)
         torch.testing.assert_close(learner.importance[k], expected)
     assert learner.state_numbers() == 2 * sum(p.numel() for p in learner.net.parameters())
 
@@ -129,7 +134,7 @@ def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
     learner = _learned(LwF, small_tasks[0])
     x = small_tasks[1].train_x[:64]
     snapshot = copy.deepcopy(learner.net).eval()
-    expected = torch.softmax(snapshot(x)[:, [0, 1]] / learner.config.baselines.lwf_temperature, dim=1)
+    expected = torch.softmax(snapshot(x)[:, [0, 1]] / learner.config.lwf.temperature, dim=1)
     torch.testing.assert_close(learner.targets(x), expected)
     assert not any(p.requires_grad for p in learner.previous.parameters())
     assert learner.extra_loss(x, learner.net.eval()(x)[:, [0, 1]]).item() == pytest.approx(0.0, abs=1e-6)
@@ -141,6 +146,7 @@ def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
     assert not torch.allclose(learner.targets(x)[:, :2], expected)
 
 
+@pytest.mark.slow
 def test_single_head_on_a_domain_il_benchmark_has_no_task_to_route(tmp_path):
     """Permuted-MNIST: every task shares the ten units, so Task-IL equals domain-IL and routing is undefined."""
     from pearl_cl.commands.report import summary

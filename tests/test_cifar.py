@@ -80,6 +80,7 @@ def test_missing_or_malformed_cifar_is_a_clear_error(tmp_path):
         make_benchmark("split-cifar10", seed=0, data_root=tmp_path)
 
 
+@pytest.mark.slow
 def test_pearl_runs_split_cifar10_from_the_files(tmp_path):
     _cifar10(tmp_path / "data", per_file=60)
     result = run(load_config(benchmark="split-cifar10", out=str(tmp_path / "run"), data__root=str(tmp_path / "data"),

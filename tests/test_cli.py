@@ -18,6 +18,7 @@ def _run(capsys, *args):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_cli_run_prints_the_summary(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -101,6 +102,7 @@ def test_out_of_range_values_name_their_key(capsys, tmp_path, args, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_and_data_root_that_is_not_a_folder(capsys, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
@@ -110,6 +112,7 @@ def test_out_that_is_a_file_and_data_root_that_is_not_a_folder(capsys, tmp_path)
     assert code == 2 and f"data root {afile} is not a folder" in err
 
 
+@pytest.mark.slow
 def test_diverging_run_names_the_learning_rate_key_and_the_directory(capsys, tmp_path):
     code, _, err = _run(capsys, "--out", str(tmp_path / "r"), "--set", "train.lr=1e30",
                         "--set", "data.train_per_task=100", "--set", "backbone.width=0.25")

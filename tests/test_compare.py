@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pearl_cl.commands import cli
-from pearl_cl.commands.compare import parse_methods
+from pearl_cl.commands.comparison import parse_methods
 from pearl_cl.errors import ConfigError
 from pearl_cl.core.rank import matched_fixed_rank
 
@@ -18,10 +18,11 @@ TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "
         "--set", "pearl.epsilon=0.02", "--set", "pearl.r_max=8"]
 
 
+@pytest.mark.slow
 def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = cli.main(["compare", "--methods", "finetune,lora,pearl,lora-matched", "--seeds", "2", "--seed", "3",
-                     "--out", str(out), *TINY, "--set", "pearl.fixed_rank=2"])
+                     "--out", str(out), *TINY, "--set", "lora.rank=2"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     for text in ("Task-IL acc %", "class-il acc %", "params added", "state kept", "peak MiB", "±", "lora (r=2)",
@@ -34,7 +35,7 @@ def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, 
     summary = json.loads((out / "compare.json").read_text())
     methods = {m["method"]: m for m in summary["methods"]}
     assert list(methods) == ["finetune", "lora", "pearl", "lora-matched"]
-    assert methods["lora"]["ranks"] == [2]
+    assert methods["lora"]["settings"] == ["r=2"]
     finetune = [float(r["task_il_accuracy_pct"]) for r in runs if r["method"] == "finetune"]
     assert methods["finetune"]["task_il_accuracy_pct_mean"] == pytest.approx(np.mean(finetune))
     assert methods["finetune"]["task_il_accuracy_pct_std"] == pytest.approx(np.std(finetune, ddof=1))
@@ -46,14 +47,15 @@ def test_compare_runs_every_method_and_seed_and_matches_pearls_budget(tmp_path, 
         shapes = list(dict.fromkeys((int(r["rows"]), int(r["cols"])) for r in ranks))
         per_task = sum(int(r["parameters"]) for r in ranks) / 4
         matched = next(r for r in runs if r["method"] == "lora-matched" and r["seed"] == seed)
-        assert int(matched["rank"]) == matched_fixed_rank(shapes, per_task)
+        rank = matched_fixed_rank(shapes, per_task)
+        assert matched["setting"] == f"r={rank}"
         config = (tmp_path / "cmp" / "runs" / f"lora-matched-seed{seed}" / "config.yaml").read_text()
-        assert f"fixed_rank: {matched['rank']}" in config and "method: lora" in config
+        assert f"lora:\n  rank: {rank}" in config and "method: lora" in config
 
 
 @pytest.mark.parametrize("methods, message", [
     ("finetune,sgd", "unknown method 'sgd' in --methods"),
-    ("lora-matched,pearl", "list pearl before it"),
+    ("lora-matched,pearl", "list one of pearl before it"),
     ("pearl,pearl", "names 'pearl' twice"),
     ("lora-r0", "unknown method 'lora-r0'"),
     ("lora-r01", "unknown method 'lora-r01'"),
@@ -68,13 +70,14 @@ def test_bad_compare_input_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert cli.main(["compare", "--methods", "finetune", "--seeds", "0", "--out", str(out)]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
-    assert cli.main(["compare", "--methods", "finetune", "--out", str(out), "--set", "baselines.si_c=-1"]) == 2
-    assert "baselines.si_c is out of range" in capsys.readouterr().err
+    assert cli.main(["compare", "--methods", "finetune", "--out", str(out), "--set", "si.c=-1"]) == 2
+    assert "si.c must be finite and >= 0" in capsys.readouterr().err
     assert cli.main(["compare", "--methods", "finetune", "--seed", str(2**32 - 2), "--seeds", "3", "--out", str(out)]) == 2
     assert "seed must be in [0, 2**32)" in capsys.readouterr().err  # every seed is checked before the first run
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_rows_of_one_after_another(tmp_path, capsys):
     """--jobs 2: the same runs in worker processes, rows in the same order, lora-matched after
     its seed's PEARL run; accuracies within float noise of the sequential comparison."""
@@ -85,7 +88,7 @@ def test_parallel_jobs_give_the_rows_of_one_after_another(tmp_path, capsys):
     for name in ("seq", "par"):
         with open(tmp_path / name / "compare_runs.csv") as f:
             rows[name] = list(csv.DictReader(f))
-    assert [(r["method"], r["seed"], r["rank"]) for r in rows["par"]] == [(r["method"], r["seed"], r["rank"]) for r in rows["seq"]]
+    assert [(r["method"], r["seed"], r["setting"]) for r in rows["par"]] == [(r["method"], r["seed"], r["setting"]) for r in rows["seq"]]
     for a, b in zip(rows["seq"], rows["par"]):
         for column in ("task_il_accuracy_pct", "routed_accuracy_pct"):
             assert abs(float(a[column]) - float(b[column])) <= 1.0, (a["method"], column)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pearl_cl.data import load_fashion_mnist, load_mnist, sources
-from pearl_cl.data.benchmarks import BENCHMARKS, make_benchmark, split_tasks
+from pearl_cl.data.benchmarks import make_benchmark, split_tasks
+from pearl_cl.registry import BENCHMARKS
 from pearl_cl.errors import ConfigError, DataError
 
 # Class counts of the original MNIST files (LeCun et al.), train and test.

@@ -15,6 +15,8 @@ import pytest
 
 from pearl_cl.commands import cli
 
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
+
 TINY = ["--set", "backbone.name=mlp", "--set", "backbone.width=0.25", "--set", "data.train_per_task=400",
         "--set", "data.test_per_task=200", "--set", "train.epochs=2", "--set", "train.reference_epochs=2",
         "--set", "pearl.epsilon=0.05", "--set", "pearl.r_max=4"]
@@ -96,6 +98,7 @@ import sys
 import torch
 from torch import nn
 from pearl_cl.engine import distributed
+
 distributed.initialise()
 r = distributed.rank()
 net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))

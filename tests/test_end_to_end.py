@@ -10,10 +10,12 @@ import pytest
 from safetensors.torch import load_file
 
 from pearl_cl import PearlError, load_config, run
-from pearl_cl.routing import TaskStatistics
+from pearl_cl.routers.statistics import TaskStatistics
 from pearl_cl.engine.store import RunStore
 
 from conftest import small_config
+
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def finished(tmp_path_factory):
 def test_run_directory_holds_every_file(finished):
     root = finished.directory
     expected = ["config.yaml", "metrics.json", "accuracy_matrix_task-il.csv", "accuracy_matrix_class-il.csv",
-                "routing_accuracy.csv", "ranks.csv", "tasks.csv", "progress.json", "manifest.json"]
+                "routing_accuracy.csv", "ranks.csv", "tasks.csv", "steps.csv", "progress.json", "manifest.json"]
     expected += [f"tasks/task{i}.safetensors" for i in range(1, 6)]
     for name in expected:
         assert (root / name).is_file(), name

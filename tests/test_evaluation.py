@@ -8,8 +8,7 @@ import torch
 
 from pearl_cl.config import load_config
 from pearl_cl.engine.evaluation import evaluate_tasks
-from pearl_cl.methods import METHODS
-from pearl_cl.routing import ROUTERS
+from pearl_cl.registry import METHODS, ROUTERS
 
 
 def _learn_three(method: str, small_tasks):
@@ -27,7 +26,7 @@ def learned(request, small_tasks):
     return _learn_three(request.param, small_tasks)
 
 
-@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("router", ROUTERS.names())
 def test_kept_outputs_give_the_counts_of_routing_afresh(learned, router):
     learner, tasks = learned
     fresh = evaluate_tasks(learner, tasks, router)

@@ -15,7 +15,8 @@ from pearl_cl.commands import cli
 from pearl_cl.data.benchmarks import make_benchmark
 from pearl_cl.data.folder import read_image_folder
 from pearl_cl.errors import ConfigError, DataError
-from pearl_cl.engine.runner import resume, rollback, run
+from pearl_cl.engine.operations import resume, rollback
+from pearl_cl.engine.runner import run
 
 from conftest import small_config
 

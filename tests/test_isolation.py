@@ -1,4 +1,4 @@
-"""Isolation (DESIGN.md §2 step 5): learning a task changes nothing that belongs to earlier tasks."""
+"""Isolation: learning a task changes nothing that belongs to earlier tasks."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import torch
 
 from pearl_cl.core.adapters import add_task_adapter, task_parameters
 from pearl_cl.backbones import build_backbone
-from pearl_cl.methods import Pearl
+from pearl_cl.methods.pearl import Pearl
 from pearl_cl.core.model import ContinualModel
 from pearl_cl.engine.training import FitSettings, fit
 
 from conftest import small_config
+
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
 
 
 def _state(model) -> dict[str, torch.Tensor]:

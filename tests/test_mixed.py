@@ -14,6 +14,8 @@ from pearl_cl.data.benchmarks import make_benchmark
 from pearl_cl.data.sources import load_fashion_mnist
 from pearl_cl.errors import DataError
 
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
+
 
 @pytest.fixture(scope="module")
 def animals():

@@ -24,7 +24,10 @@ from pearl_cl.backbones import build_backbone
 from pearl_cl.config import save_config
 from pearl_cl.errors import PearlError, TrainingError
 from pearl_cl.engine.restore import load_learner, open_run
-from pearl_cl.engine.runner import benchmark_for, resume, rollback, run
+from pearl_cl.engine.operations import resume, rollback
+from pearl_cl.engine.runner import benchmark_for, run
+
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
 
 SETTINGS = {"backbone.width": 0.25, "data.train_per_task": 600, "data.test_per_task": 200, "train.batch_size": 32,
             "pearl.r_max": 4, "pearl.epsilon": 0.05, "train.epochs": 2}

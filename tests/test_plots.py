@@ -12,12 +12,15 @@ import pytest
 from matplotlib.image import imread
 
 from pearl_cl.commands import cli
-from pearl_cl.commands.compare import compare, parse_methods
+from pearl_cl.commands.compare import compare
+from pearl_cl.commands.comparison import parse_methods
 from pearl_cl.commands.plots import rank_plot
-from pearl_cl.engine.runner import inspect
+from pearl_cl.engine.operations import inspect
 from pearl_cl.engine.store import RunStore, sha256
 
 from conftest import small_config
+
+pytestmark = pytest.mark.slow  # trains several tasks or spawns processes; make test-fast leaves it out
 
 PNGS = ("plots/accuracy_matrix.png", "plots/ranks.png", "plots/accuracy_vs_parameters.png")
 

@@ -8,20 +8,10 @@ import torch
 from torch import nn
 
 from pearl_cl import run
-from pearl_cl.routing import (
-    CALIBRATED,
-    TaskStatistics,
-    mahalanobis_sq,
-    reference_scores,
-    route,
-    score_energy,
-    score_entropy,
-    score_mahalanobis,
-    score_max_prob,
-    task_statistics,
-    whitening,
-)
 from pearl_cl.engine.store import RunStore
+from pearl_cl.routers.base import get_router, route
+from pearl_cl.routers.reference import reference_scores
+from pearl_cl.routers.statistics import TaskStatistics, mahalanobis_sq, score_mahalanobis, task_statistics, whitening
 
 from conftest import small_config
 
@@ -71,7 +61,7 @@ def test_each_router_picks_the_branch_that_knows_the_image(router):
         model.heads["task0"].weight.data = 3.0 * torch.eye(2, 4)
         stats = _stats(model)
     x = torch.cat([_images(0, [0, 1, 1]), _images(1, [1, 0, 0])])
-    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, router, shrinkage=0.5)
+    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router(router), shrinkage=0.5)
     assert chosen.tolist() == [0, 0, 0, 1, 1, 1]
     assert pred.tolist() == [0, 1, 1, 3, 2, 2]
 
@@ -86,7 +76,7 @@ def test_class_il_is_routing_and_task_il_together():
     x[3] = torch.tensor([0.0, 0.0, 0.0, 4.0])  # class 0 of task0 in name, but it looks like task1's class 3
     x[2] = torch.tensor([1.0, 4.0, 0.0, 0.0])  # branch0 will say class 1: a Task-IL error
     labels = torch.tensor([0, 1, 0, 0])
-    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, "mahalanobis", shrinkage=0.5)
+    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router("mahalanobis"), shrinkage=0.5)
     task_il = (model(x, "task0").argmax(1) == labels)
     routed = chosen == 0
     assert task_il.tolist() == [True, True, False, True]  # the faint image ties at logits (0, 0) -> class 0
@@ -97,9 +87,10 @@ def test_class_il_is_routing_and_task_il_together():
 
 def test_scores_on_known_logits():
     logits = torch.tensor([[10.0, 0.0], [0.0, 0.0]])
-    assert score_max_prob(logits)[0] > 0.99 and score_max_prob(logits)[1] == pytest.approx(0.5)
-    assert score_entropy(logits)[1] == pytest.approx(-1.0) and score_entropy(logits)[0] > -0.01
-    assert score_energy(logits)[1] == pytest.approx(float(np.log(2.0)))
+    max_prob, entropy, energy = (get_router(name).score(logits, None, None) for name in ("max_prob", "entropy", "energy"))
+    assert max_prob[0] > 0.99 and max_prob[1] == pytest.approx(0.5)
+    assert entropy[1] == pytest.approx(-1.0) and entropy[0] > -0.01
+    assert energy[1] == pytest.approx(float(np.log(2.0)))
     feats = torch.tensor([[1.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
     means = torch.zeros(1, 2, dtype=torch.float64)
     assert score_mahalanobis(feats, means, torch.eye(2, dtype=torch.float64)).tolist() == [-1.0, -25.0]
@@ -107,14 +98,15 @@ def test_scores_on_known_logits():
 
 def test_reference_scores_pool_the_covariance_over_tasks():
     a = TaskStatistics(torch.zeros(1, 1), torch.eye(1), torch.tensor([[0.0]], dtype=torch.float64),
-                       torch.tensor([[4.0]], dtype=torch.float64), 4, torch.zeros(len(CALIBRATED), 2))
+                       torch.tensor([[4.0]], dtype=torch.float64), 4, {})
     b = TaskStatistics(torch.zeros(1, 1), torch.eye(1), torch.tensor([[10.0]], dtype=torch.float64),
-                       torch.tensor([[12.0]], dtype=torch.float64), 4, torch.zeros(len(CALIBRATED), 2))
+                       torch.tensor([[12.0]], dtype=torch.float64), 4, {})
     # pooled variance (4 + 12) / 8 = 2, no shrinkage: x = 4 -> -(16 / 2) for a, -(36 / 2) for b
     scores = reference_scores(torch.tensor([[4.0]]), [a, b], shrinkage=0.0)
     assert scores[:, 0].tolist() == pytest.approx([-8.0, -18.0], rel=1e-12)  # whitened: sqrt rounding only
 
 
+@pytest.mark.slow
 def test_oracle_router_gives_class_il_equal_to_task_il(tmp_path):
     result = run(small_config(tmp_path, routing__router="oracle", data__train_per_task=300, data__test_per_task=100,
                               train__epochs=1, train__reference_epochs=1))
@@ -135,7 +127,7 @@ def test_router_statistics_survive_save_and_load(tmp_path):
         assert torch.equal(value, loaded.to_tensors()[key]), key
     x = _images(1, [0, 1])
     assert torch.equal(route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], [_stats(model)[0], loaded],
-                             "mahalanobis", 0.5)[1], torch.tensor([1, 1]))
+                             get_router("mahalanobis"), 0.5)[1], torch.tensor([1, 1]))
 
 
 def test_whitened_mahalanobis_equals_the_quadratic_form():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pearl_cl.config import load_config
+from pearl_cl.config import load_config, validate
 from pearl_cl.errors import ConfigError
 from pearl_cl.engine.metrics import peak_rss_bytes, reset_peak_rss
 from pearl_cl.engine.training import FitSettings, fit
@@ -54,11 +54,12 @@ def test_classic_protocol_sets_the_literature_values_and_overrides_apply_on_top(
         load_config(protocol="classic")
 
 
-@pytest.mark.parametrize("key, value", [("ewc_lambda", -1.0), ("ewc_gamma", 1.5), ("si_xi", 0.0), ("lwf_temperature", 0.0),
-                                        ("fisher_samples", 0), ("si_c", float("nan"))])
-def test_baseline_hyperparameters_out_of_range_name_their_key(key, value):
-    with pytest.raises(ConfigError, match=f"baselines.{key} is out of range"):
-        load_config(**{f"baselines__{key}": value}).baselines.check()
+@pytest.mark.parametrize("key, value", [("ewc.lambda", -1.0), ("ewc.gamma", 1.5), ("si.xi", 0.0), ("lwf.temperature", 0.0),
+                                        ("ewc.fisher_samples", 0), ("si.c", float("nan")), ("lora.rank", 0)])
+def test_method_hyperparameters_out_of_range_name_their_key(key, value):
+    config = load_config(**{key.replace(".", "__"): value})
+    with pytest.raises(ConfigError, match=f"{key} must be"):
+        validate(config)
 
 
 def test_peak_memory_can_be_reset_between_runs():

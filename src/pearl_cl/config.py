@@ -1,8 +1,13 @@
 """The run config: one typed, nested dataclass read from YAML and ``--set key=value`` overrides.
 
-Our design. Keys are dotted paths (``pearl.rank_rule``, ``train.epochs``); a key that does not
-exist is rejected with the closest real key suggested, never ignored. The resolved config is
-saved as ``config.yaml`` in every run directory, so a run can be repeated from it.
+Our design. Keys are dotted paths (``train.epochs``, ``pearl.rank_rule``); a key that does not
+exist is rejected with the closest real key suggested, never ignored. The sections ``data``,
+``backbone``, ``train``, ``routing``, ``guard`` and ``logging`` are the engine's, declared here;
+every method's hyper-parameters are its own section, declared next to the method
+(:attr:`~pearl_cl.methods.learner.Learner.config_section`) and found through the method
+registry. :func:`validate` checks a whole config in one place. The resolved config is saved as
+``config.yaml`` in every run directory, so a run can be repeated from it. This module does not
+import PyTorch.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import nn
 
-from pearl_cl.backbones import build_backbone
 from pearl_cl.errors import ConfigError
-from pearl_cl.core.rank import RankRule
-from pearl_cl.engine.training import FitSettings
+from pearl_cl.registry import BACKBONES, METHODS, ROUTERS
+
+if typing.TYPE_CHECKING:
+    from torch import nn
+
+    from pearl_cl.engine.training import FitSettings
 
 
 @dataclass
@@ -49,7 +57,7 @@ class BackboneConfig:
     (resnet18 base is 20 channels); ``pretrained``: a checkpoint (.safetensors / .pth) to start
     from, ``imagenet`` for efficientnet-lite0's packaged weights, or None (random initialisation)."""
 
-    name: str = "resnet18"
+    name: str = field(default_factory=lambda: BACKBONES.default())
     width: float = 0.5
     pretrained: str | None = None
 
@@ -59,6 +67,8 @@ class BackboneConfig:
         Raises:
             ConfigError: see :func:`~pearl_cl.backbones.build_backbone`.
         """
+        from pearl_cl.backbones import build_backbone
+
         return build_backbone(self.name, image_shape, self.width, self.pretrained)
 
 
@@ -84,76 +94,13 @@ class TrainConfig:
 
 
 @dataclass
-class PearlConfig:
-    """PEARL knobs (DESIGN.md §2): probe, rank rule and adapter initialisation.
-
-    The rank-rule defaults are those of :class:`~pearl_cl.core.rank.RankRule`, which documents them.
-    """
-
-    probe: str = "finetune"
-    probe_epochs: int = 1
-    rank_rule: str = RankRule.name
-    r_min: int = RankRule.r_min
-    r_max: int = RankRule.r_max
-    epsilon: float = RankRule.epsilon
-    tau: float = RankRule.tau
-    fixed_rank: int = RankRule.fixed_rank
-    init: str = "svd"
-
-    def to_rank_rule(self) -> RankRule:
-        """The validated :class:`~pearl_cl.core.rank.RankRule` these knobs describe.
-
-        Raises:
-            ConfigError: unknown rule or bounds out of range.
-        """
-        return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau, self.fixed_rank)
-
-
-@dataclass
 class RoutingConfig:
-    """Class- and domain-incremental inference (DESIGN.md §2 step 6, :mod:`pearl_cl.routing`):
-    ``router`` picks the task of an unlabelled image; ``shrinkage`` in [0, 1] regularises the
-    covariances of the Mahalanobis routers."""
+    """Class- and domain-incremental inference (:mod:`pearl_cl.routers`): ``router`` picks the
+    task of an unlabelled image (default: the registered default router); ``shrinkage`` in
+    [0, 1] regularises the covariances of the Mahalanobis routers."""
 
-    router: str = "mahalanobis"
+    router: str = field(default_factory=lambda: ROUTERS.default())
     shrinkage: float = 0.001
-
-
-@dataclass
-class BaselinesConfig:
-    """Hyperparameters of the baselines (:mod:`pearl_cl.methods`), defaults from the literature.
-
-    The EWC and SI values are van de Ven & Tolias' Split-MNIST task-incremental settings for the
-    protocol of :data:`PROTOCOLS` (``param_values.py`` of github.com/GMvandeVen/continual-learning,
-    2019): online EWC λ = 1e8 with decay γ = 0.8, SI c = 50 with damping ξ = 0.1. Their
-    class-incremental settings differ (λ = 1e9, SI c = 0.5) but leave Class-IL near chance all the
-    same, so one training per run uses the Task-IL values. LwF: temperature 2 and distillation
-    weight 1 (Li & Hoiem, "Learning without Forgetting", 2016, T = 2, λ_o = 1).
-
-    ``ewc_lambda`` ≥ 0, ``ewc_gamma`` in [0, 1], ``fisher_samples`` (images per task for EWC's
-    Fisher; None: all training images), ``si_c`` ≥ 0, ``si_xi`` > 0, ``lwf_temperature`` > 0,
-    ``lwf_alpha`` ≥ 0.
-    """
-
-    ewc_lambda: float = 1e8
-    ewc_gamma: float = 0.8
-    fisher_samples: int | None = None
-    si_c: float = 50.0
-    si_xi: float = 0.1
-    lwf_temperature: float = 2.0
-    lwf_alpha: float = 1.0
-
-    def check(self) -> None:
-        """Raise :class:`ConfigError` naming the first key out of range."""
-        valid = {"ewc_lambda": self.ewc_lambda >= 0, "ewc_gamma": 0 <= self.ewc_gamma <= 1,
-                 "fisher_samples": self.fisher_samples is None or self.fisher_samples >= 1,
-                 "si_c": self.si_c >= 0, "si_xi": self.si_xi > 0,
-                 "lwf_temperature": self.lwf_temperature > 0, "lwf_alpha": self.lwf_alpha >= 0}
-        for name, ok in valid.items():
-            value = getattr(self, name)
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise ConfigError(f"baselines.{name} is out of range, got {value!r}; the README's config table gives "
-                                  f"its range and default")
 
 
 @dataclass
@@ -161,7 +108,7 @@ class GuardConfig:
     """The validation guard (our design): after a task trains, its validation accuracy must reach
     ``min_val_accuracy`` (%, None: no floor) and its loss must stay finite. A task that fails is
     rolled back (the learner is rebuilt from the run directory, whose earlier tasks are
-    untouched); with ``retry`` a method with ranks (pearl, lora) retries it once with every rank
+    untouched); with ``retry`` a method with ranks retries it once with every rank
     multiplied by ``rank_factor``, otherwise the run stops and reports the failure."""
 
     min_val_accuracy: float | None = None
@@ -178,30 +125,56 @@ class GuardConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Per-step logs of every fit (:mod:`pearl_cl.engine.loggers`): ``steps.csv`` is always
+    written; ``tensorboard`` also writes TensorBoard event files under ``tensorboard/`` (needs
+    the optional extra ``pip install 'pearl-cl[tensorboard]'``)."""
+
+    tensorboard: bool = False
+
+
+def method_sections() -> dict[str, Any]:
+    """A fresh instance of every registered method's hyper-parameter section, by method name."""
+    return {name: cls.config_section() for name, cls in METHODS.items() if cls.__dict__.get("config_section")}
+
+
+@dataclass
 class RunConfig:
-    """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``)."""
+    """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``);
+    ``method`` defaults to the registered default method. ``sections`` holds each registered
+    method's hyper-parameters by method name; ``config.<method>`` reads one
+    (``config.ewc.lambda_``)."""
 
     benchmark: str = "split-mnist"
-    method: str = "pearl"
+    method: str = field(default_factory=lambda: METHODS.default())
     seed: int = 0
     out: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    pearl: PearlConfig = field(default_factory=PearlConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
-    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sections: dict[str, Any] = field(default_factory=method_sections)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no section {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain dict (YAML- and JSON-ready)."""
-        return dataclasses.asdict(self)
+        """Nested plain dict (YAML- and JSON-ready), method sections at the top level, keys as
+        the config names them (``ewc.lambda``)."""
+        core = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        nested = {**core, **self.sections}
+        return {name: _section_dict(value) if dataclasses.is_dataclass(value) else value for name, value in nested.items()}
 
     def get(self, key: str) -> Any:
-        """The value at dotted ``key`` (e.g. ``"train.lr"``)."""
+        """The value at dotted ``key`` (e.g. ``"train.lr"``, ``"ewc.lambda"``)."""
         value: Any = self
         for name in key.split("."):
-            value = getattr(value, name)
+            value = getattr(value, _field(value, name))
         return value
 
     def fit_settings(self, epochs_key: str, lr_key: str, iterations: bool = True) -> FitSettings:
@@ -213,6 +186,8 @@ class RunConfig:
         Raises:
             ConfigError: a value out of range (names the key).
         """
+        from pearl_cl.engine.training import FitSettings
+
         t = self.train
         return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
                            t.momentum, names=(epochs_key, lr_key), iterations=t.iterations if iterations else None,
@@ -231,28 +206,64 @@ hidden layers of 400 ReLU units, Adam with lr 0.001, batches of 128, 2,000 itera
 (Both train on all 60,000 training images; ours hold ``data.val_fraction`` out for validation.)"""
 
 
+def _key(field_name: str) -> str:
+    """The config key of a dataclass field: its name without a trailing ``_`` (``lambda_`` →
+    ``lambda``, for names Python reserves)."""
+    return field_name[:-1] if field_name.endswith("_") else field_name
+
+
+def _field(section: Any, key: str) -> str:
+    """The field of ``section`` that config key ``key`` names."""
+    return key + "_" if not hasattr(section, key) and hasattr(section, key + "_") else key
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {_key(f.name): getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
 def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted key → annotated type of every leaf field of dataclass ``cls``."""
+    """Dotted key → annotated type of every leaf field of dataclass ``cls`` (``sections``
+    excluded: see :func:`config_keys`)."""
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if f.name == "sections":
+            continue
         kind = hints[f.name]
         if dataclasses.is_dataclass(kind):
-            out.update(_leaf_types(kind, f"{prefix}{f.name}."))
+            out.update(_leaf_types(kind, f"{prefix}{_key(f.name)}."))
         else:
-            out[f"{prefix}{f.name}"] = kind
+            out[f"{prefix}{_key(f.name)}"] = kind
     return out
 
 
-KEYS: dict[str, Any] = _leaf_types(RunConfig)
+def config_keys() -> dict[str, Any]:
+    """Dotted key → annotated type of every config key: the engine's sections and every
+    registered method's section."""
+    keys = _leaf_types(RunConfig)
+    for name, cls in METHODS.items():
+        section = cls.__dict__.get("config_section")
+        if section is not None:
+            keys.update(_leaf_types(section, f"{name}."))
+    return keys
 
 
-def _unknown_key(key: str) -> ConfigError:
-    section = [k for k in KEYS if k.startswith(key + ".")]
+def legacy_keys() -> dict[str, str]:
+    """Keys of older config files → today's keys, from each method section's ``LEGACY``."""
+    out: dict[str, str] = {}
+    for name, cls in METHODS.items():
+        section = cls.__dict__.get("config_section")
+        for old, new in getattr(section, "LEGACY", {}).items():
+            out[old] = f"{name}.{new}"
+    return out
+
+
+def _unknown_key(key: str, keys: dict[str, Any]) -> ConfigError:
+    section = [k for k in keys if k.startswith(key + ".")]
     if section:
         return ConfigError(f"config key {key!r} is a section, not a value; set one of its keys, e.g. {section[0]}=...")
-    close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.5)
+    hint = (f"; did you mean {close[0]!r}?" if close else "") + "; pearl-cl run --help-config lists every key"
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
@@ -283,21 +294,22 @@ def apply(config: RunConfig, key: str, value: Any) -> None:
     Raises:
         ConfigError: unknown key (with a did-you-mean) or a value of the wrong type.
     """
-    if key not in KEYS:
-        raise _unknown_key(key)
+    keys = config_keys()
+    if key not in keys:
+        raise _unknown_key(key, keys)
     *parents, leaf = key.split(".")
     target: Any = config
     for name in parents:
-        target = getattr(target, name)
-    setattr(target, leaf, _coerce(key, value, KEYS[key]))
+        target = getattr(target, _field(target, name))
+    setattr(target, _field(target, leaf), _coerce(key, value, keys[key]))
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(mapping: dict[str, Any], keys: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and not any(k == dotted for k in KEYS):
-            out.update(_flatten(value, dotted + "."))
+        if isinstance(value, dict) and dotted not in keys:
+            out.update(_flatten(value, keys, dotted + "."))
         else:
             out[dotted] = value
     return out
@@ -345,8 +357,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
-        for key, value in _flatten(loaded).items():
-            apply(config, key, value)
+        legacy = legacy_keys()
+        for key, value in _flatten(loaded, config_keys()).items():
+            apply(config, legacy.get(key, key), value)
     for text in overrides or []:
         apply(config, *parse_override(text))
     for key, value in values.items():
@@ -357,3 +370,62 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def save_config(config: RunConfig) -> str:
     """``config`` as YAML text, in the nested form :func:`load_config` reads back."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def validate(config: RunConfig) -> None:
+    """Reject an invalid config before any data is loaded or any model trained: the one place
+    where a whole config is checked (registered choices, every section's ``check``).
+
+    Raises:
+        ConfigError: names the key, the bad value and the valid choices.
+    """
+    from pearl_cl.backbones import check_width
+    from pearl_cl.backbones.pretrained import checkpoint_path
+    from pearl_cl.data.benchmarks import benchmark_spec
+    from pearl_cl.engine import distributed
+
+    METHODS.get(config.method)
+    BACKBONES.get(config.backbone.name)
+    ROUTERS.get(config.routing.router)
+    benchmark_spec(config.benchmark)
+    for keys in (("train.reference_epochs", "train.lr"), ("train.epochs", "train.adapter_lr")):
+        config.fit_settings(*keys)
+    config.guard.check()
+    for section in config.sections.values():
+        if hasattr(section, "check"):
+            section.check(config)
+    if config.guard.min_val_accuracy is not None and config.data.val_fraction == 0:
+        raise ConfigError("guard.min_val_accuracy needs validation images; set data.val_fraction above 0 (e.g. 0.1)")
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {config.seed}")
+    if config.out is not None and not config.out.strip():
+        raise ConfigError("out is empty; give a run directory with --out DIR, or leave it unset for runs/<name>")
+    check_width(config.backbone.width)
+    distributed.check_batch_size(config.train.batch_size)
+    if config.backbone.pretrained is not None:
+        checkpoint_path(config.backbone.pretrained, config.backbone.name)
+    if not 0.0 <= config.routing.shrinkage <= 1.0:
+        raise ConfigError(f"routing.shrinkage must be in [0, 1], got {config.routing.shrinkage}")
+    if config.logging.tensorboard:
+        from pearl_cl.engine.loggers import check_tensorboard
+
+        check_tensorboard()
+
+
+def describe_keys() -> str:
+    """Every config key with its default and type, section by section under the section's
+    description (what ``pearl-cl run --help-config`` prints)."""
+    config = RunConfig()
+    defaults = config.to_dict()
+    lines: list[str] = []
+    current = None
+    for key, kind in config_keys().items():
+        section, _, leaf = key.rpartition(".")
+        if section != current or not lines:
+            current = section
+            doc = " ".join((type(getattr(config, section)).__doc__ or "").split()) if section else "The run."
+            lines += ["", f"[{section or 'run'}]", *textwrap.wrap(doc, 100, initial_indent="  ", subsequent_indent="  ")]
+        value = defaults[section][leaf] if section else defaults[key]
+        name = kind.__name__ if isinstance(kind, type) else str(kind)
+        lines.append(f"    {key} = {value!r}  ({name})")
+    return "\n".join(lines).strip() + "\n"

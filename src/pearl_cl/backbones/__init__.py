@@ -1,5 +1,8 @@
 """Backbones: feature extractors that map an image batch to a feature vector (our design).
 
+Each backbone module registers a builder ``(image_shape, width) -> nn.Module`` in
+:data:`pearl_cl.registry.BACKBONES`; a new backbone is one new module here.
+
 Every backbone is an ``nn.Module`` with an attribute ``feature_dim`` (int) and a forward that
 maps ``(N, C, H, W)`` float images to ``(N, feature_dim)`` features. Task heads live outside the
 backbone (see :mod:`pearl_cl.core.model`), so every Conv2d and Linear inside a backbone belongs to the
@@ -12,14 +15,8 @@ import math
 
 from torch import nn
 
-from pearl_cl.backbones.mlp import MLP
-from pearl_cl.backbones.pretrained import load_pretrained
-from pearl_cl.backbones.resnet import ReducedResNet18
-from pearl_cl.backbones.separable import SeparableCNN
-from pearl_cl.backbones.timm_models import efficientnet_lite0, vit_tiny
 from pearl_cl.errors import ConfigError
-
-BACKBONES = ("resnet18", "mlp", "separable-cnn", "efficientnet-lite0", "vit-tiny")
+from pearl_cl.registry import BACKBONES
 
 
 def check_width(width: float) -> None:
@@ -41,18 +38,10 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0
         ConfigError: unknown ``name``, non-positive ``width``, images the backbone cannot take,
             or a checkpoint that does not fit.
     """
+    from pearl_cl.backbones.pretrained import load_pretrained
+
     check_width(width)
-    channels = in_shape[0]
-    builders = {
-        "resnet18": lambda: ReducedResNet18(in_channels=channels, width=width),
-        "mlp": lambda: MLP(in_features=channels * in_shape[1] * in_shape[2], width=width),
-        "separable-cnn": lambda: SeparableCNN(in_channels=channels, width=width),
-        "efficientnet-lite0": lambda: efficientnet_lite0(in_shape),
-        "vit-tiny": lambda: vit_tiny(in_shape, width),
-    }
-    if name not in builders:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    backbone = builders[name]()
+    backbone = BACKBONES.get(name)(in_shape, width)
     if pretrained is not None:
         load_pretrained(backbone, pretrained, name)
     return backbone

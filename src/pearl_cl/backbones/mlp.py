@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pearl_cl.registry import BACKBONES
+
 
 class MLP(nn.Module):
     """Two hidden Linear layers (``fc1``, ``fc2``) of ``round(400·width)`` units with ReLU.
@@ -27,3 +29,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.fc1(x.flatten(1)))
         return torch.relu(self.fc2(x))
+
+
+@BACKBONES.register("mlp")
+def build_mlp(in_shape: tuple[int, int, int], width: float = 1.0) -> MLP:
+    """:class:`MLP` over flattened ``in_shape`` = (C, H, W) images."""
+    return MLP(in_features=in_shape[0] * in_shape[1] * in_shape[2], width=width)

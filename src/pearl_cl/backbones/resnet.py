@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pearl_cl.registry import BACKBONES
+
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
     """Conv (no bias) then BatchNorm; the conv is ``[0]`` and the norm ``[1]``."""
@@ -56,3 +58,9 @@ class ReducedResNet18(nn.Module):
         out = torch.relu(self.stem(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
+
+
+@BACKBONES.register("resnet18", default=True)
+def build_resnet18(in_shape: tuple[int, int, int], width: float = 1.0) -> ReducedResNet18:
+    """:class:`ReducedResNet18` for ``in_shape`` = (C, H, W) images."""
+    return ReducedResNet18(in_channels=in_shape[0], width=width)

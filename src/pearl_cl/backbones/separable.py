@@ -9,13 +9,15 @@ a stride-1 stem and three stride-2 blocks, like the reduced ResNet-18 of the CL 
 
 Adapted layers (``pearl_cl.backbones.adaptable_layers``) are the full 3×3 stem convolution and
 every pointwise convolution; the depthwise convolutions stay frozen after the reference task,
-because PEFT's LoRA cannot merge into grouped convolutions (DESIGN.md §5).
+because PEFT's LoRA cannot merge into grouped convolutions.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pearl_cl.registry import BACKBONES
 
 # (output channels at width 1, stride) of each depthwise-separable block
 BLOCKS: tuple[tuple[int, int], ...] = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2))
@@ -53,3 +55,9 @@ class SeparableCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(self.stem(x))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
+
+
+@BACKBONES.register("separable-cnn")
+def build_separable_cnn(in_shape: tuple[int, int, int], width: float = 1.0) -> SeparableCNN:
+    """:class:`SeparableCNN` for ``in_shape`` = (C, H, W) images."""
+    return SeparableCNN(in_channels=in_shape[0], width=width)

@@ -1,4 +1,4 @@
-"""Backbones built by timm: EfficientNet-Lite0 and a ViT-Tiny (DESIGN.md §5 "timm wrappers").
+"""Backbones built by timm: EfficientNet-Lite0 and a ViT-Tiny.
 
 timm builds the network with its classifier removed (``num_classes=0``), so its forward maps
 ``(N, C, H, W)`` images to pooled ``(N, num_features)`` features, which we expose as
@@ -22,13 +22,15 @@ from __future__ import annotations
 from torch import nn
 
 from pearl_cl.errors import ConfigError
+from pearl_cl.registry import BACKBONES
 
 PATCH_SIZES = (16, 8, 4, 2)
 
 
-def efficientnet_lite0(in_shape: tuple[int, int, int]) -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` for ``in_shape`` = (C, H, W) images, randomly initialised;
-    ``(N, C, H, W)`` → ``(N, 1280)``. Load weights with :func:`pearl_cl.backbones.pretrained.load_pretrained`."""
+@BACKBONES.register("efficientnet-lite0")
+def efficientnet_lite0(in_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """timm ``tf_efficientnet_lite0`` for ``in_shape`` = (C, H, W) images, randomly initialised
+    (one size: ``width`` is ignored); ``(N, C, H, W)`` → ``(N, 1280)``. Load weights with :func:`pearl_cl.backbones.pretrained.load_pretrained`."""
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, in_chans=in_shape[0])
@@ -49,6 +51,7 @@ def vit_patch_size(side: int) -> int:
                       f"choose another backbone.name (resnet18, separable-cnn)")
 
 
+@BACKBONES.register("vit-tiny")
 def vit_tiny(in_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
     """A ViT-Ti-shaped timm ``VisionTransformer`` for ``in_shape`` = (C, H, W) images;
     ``(N, C, H, W)`` → ``(N, 3·round(64·width))`` (the class token's final embedding).

@@ -5,6 +5,8 @@ default: PEARL on split-mnist with the reduced ResNet-18, sized for a 2-core mac
 them too when it finishes).
 
 Exit status: 0 on success, 2 on a user error (the message names the input and the fix).
+Building the parser imports neither PyTorch nor PEFT (every command imports what it needs when it
+runs), so ``pearl-cl --help`` answers at once; ``benchmarks/startup.py`` measures it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pearl_cl.engine import distributed
-from pearl_cl.commands.compare import ALL_METHODS
 from pearl_cl.config import PROTOCOLS, load_config
 from pearl_cl.errors import ConfigError, PearlError
-from pearl_cl.methods import METHODS
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="learn a benchmark task by task and write a run directory")
     _config_arguments(run)
     run.add_argument("--seed", type=int, help="random seed (same config and seed, same numbers)")
-    run.add_argument("--method", help=f"continual-learning method: {', '.join(METHODS)} (default pearl)")
+    run.add_argument("--method", help="a registered continual-learning method (default: the registered default); "
+                                      "--help-config lists them")
+    run.add_argument("--help-config", action="store_true",
+                     help="list the registered methods, routers, backbones, benchmarks and probes, and every config "
+                          "key with its default and type, then exit")
     run.add_argument("--out", help="run directory to create (default: runs/<benchmark>-<method>-seed<seed>-<time>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue RUN_DIR after its last complete task, with its stored config (options may only "
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "print one table. A run that fails stops the comparison; the runs finished before "
                                      "it stay written in the comparison directory.")
     _config_arguments(cmp)
-    cmp.add_argument("--methods", default=ALL_METHODS,
-                     help=f"comma-separated methods, also lora-rK (fixed rank K) and lora-matched (default: {ALL_METHODS})")
+    cmp.add_argument("--methods", help="comma-separated methods and the variants they declare, e.g. a fixed rank or a "
+                                       "matched budget (default: every registered method's own list; run --help-config "
+                                       "lists the methods)")
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from --seed (default 3)")
     cmp.add_argument("--seed", type=int, help="first seed (default: the config's, 0)")
     cmp.add_argument("--out", help="comparison directory to create (default: runs/compare-<benchmark>-<time>)")
@@ -111,11 +114,32 @@ def _resume_overrides(args: argparse.Namespace) -> list[str]:
     return args.overrides + [f"{key}={value}" for key, value in named if value is not None]
 
 
+def _help_config() -> None:
+    from pearl_cl.config import describe_keys
+    from pearl_cl.registry import BACKBONES, BENCHMARKS, METHODS, PROBES, ROUTERS
+
+    for registry in (METHODS, ROUTERS, BACKBONES, BENCHMARKS, PROBES):
+        try:
+            default = f" (default {registry.default()})"
+        except ConfigError:
+            default = ""
+        print(f"{registry.kind}s ({registry.key}){default}: {', '.join(registry.names())}")
+    print(f"protocols (--protocol): {', '.join(PROTOCOLS)}")
+    print()
+    print(describe_keys(), end="")
+
+
 def _run(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from pearl_cl.commands.report import task_line, write_report
-    from pearl_cl.engine.runner import resume, run
+    from pearl_cl.engine import distributed
+    from pearl_cl.engine.operations import resume
+    from pearl_cl.engine.runner import run
+
+    if args.help_config:
+        _help_config()
+        return
 
     def on_task(record, acc):
         tqdm.write(task_line(record, acc))
@@ -133,7 +157,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> None:
-    from pearl_cl.engine.runner import rollback
+    from pearl_cl.engine.operations import rollback
 
     result = rollback(args.run_dir, args.to_task)
     print(f"{args.run_dir}: kept tasks 1..{args.to_task}; continue with pearl-cl run --resume {args.run_dir}")
@@ -148,7 +172,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pearl_cl.engine.runner import inspect
+    from pearl_cl.engine.operations import inspect
 
     result, bad = inspect(args.run_dir)
     _print_result(result)
@@ -168,11 +192,12 @@ def _export(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from pearl_cl.commands.compare import compare, parse_methods
+    from pearl_cl.commands.compare import compare
+    from pearl_cl.commands.comparison import default_methods, parse_methods
     from pearl_cl.commands.report import compare_line, compare_table
 
     config = _load(args, seed=args.seed)
-    specs = parse_methods(args.methods)
+    specs = parse_methods(args.methods if args.methods is not None else default_methods())
     seeds = list(range(config.seed, config.seed + args.seeds))
     result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)), jobs=args.jobs)
     print(compare_table(result))
@@ -192,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     (:mod:`pearl_cl.engine.distributed`): process 0 prints and writes; an error names its process.
     """
     args = build_parser().parse_args(argv)
+    from pearl_cl.engine import distributed
+
     try:
         if distributed.launched() and args.command != "run":
             raise ConfigError(f"only pearl-cl run works under torchrun; run pearl-cl {args.command} as one process")

@@ -2,12 +2,11 @@
 ``--jobs K`` at once in worker processes, and tabulate them (our design; the command
 ``pearl-cl compare``).
 
-Every run is an ordinary :func:`pearl_cl.engine.runner.run` with the same config except ``method``,
-``seed`` and ``out``, so all methods see the same benchmark, backbone, data order and seeds.
-Method names are the keys of :data:`pearl_cl.methods.METHODS`, plus ``lora-rK`` (fixed-rank
-LoRA at rank K) and ``lora-matched``: fixed-rank LoRA at the rank whose adapter parameters come
-closest to what PEARL added per task in the same seed (:func:`pearl_cl.core.rank.matched_fixed_rank`,
-at least rank 1; norm and head parameters are the same for both).
+Every run is an ordinary :func:`pearl_cl.engine.runner.run` with the same config except
+``method``, ``seed``, ``out`` and the config values of the method's label, so all methods see
+the same benchmark, backbone, data order and seeds. Labels are registered method names or the
+variants a method declares (:mod:`pearl_cl.commands.comparison`); a matched variant runs after
+its seed's budget run has finished, at the setting the method derives from it.
 
 The comparison directory holds ``runs/<label>-seed<k>/`` (one run directory each),
 ``compare_runs.csv`` (one row per run), ``compare.csv`` (mean and standard deviation per method)
@@ -19,81 +18,29 @@ from __future__ import annotations
 
 import copy
 import math
-import re
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from pearl_cl.config import RunConfig
-from pearl_cl.errors import ConfigError, PearlError
-from pearl_cl.methods import METHODS
-from pearl_cl.core.rank import matched_fixed_rank
+from pearl_cl.commands.comparison import Comparison, MethodSpec
 from pearl_cl.commands.report import write_report
-from pearl_cl.engine.runner import SCENARIO, RunResult, check, run
+from pearl_cl.config import RunConfig, apply, validate
+from pearl_cl.engine.engine import RunResult
+from pearl_cl.engine.progress import SCENARIO
+from pearl_cl.engine.runner import run
 from pearl_cl.engine.store import RunStore
-
-ALL_METHODS = "finetune,joint,ewc,si,lwf,separate,lora-r1,lora-r4,lora-r16,pearl,lora-matched"
-MATCHED = "lora-matched"
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One row of the comparison: its ``label``, the ``method`` it runs, and for fixed-rank
-    LoRA its ``rank`` (None: ``pearl.fixed_rank``, or the matched rank when ``matched``)."""
-
-    label: str
-    method: str
-    rank: int | None = None
-    matched: bool = False
+from pearl_cl.errors import ConfigError, PearlError
+from pearl_cl.registry import METHODS
 
 
-def parse_methods(text: str) -> list[MethodSpec]:
-    """``"finetune,lora-r4,pearl,lora-matched"`` → specs, in the given order.
-
-    Raises:
-        ConfigError: an unknown or repeated name, an empty list, or ``lora-matched`` without a
-            ``pearl`` before it.
-    """
-    labels = [part.strip() for part in text.split(",") if part.strip()]
-    if not labels:
-        raise ConfigError(f"--methods is empty; give a comma-separated list, e.g. --methods {ALL_METHODS}")
-    specs = []
-    for label in labels:
-        if label in [s.label for s in specs]:
-            raise ConfigError(f"--methods names {label!r} twice")
-        fixed = re.fullmatch(r"lora-r([1-9]\d*)", label)
-        if label in METHODS:
-            specs.append(MethodSpec(label, label))
-        elif fixed:
-            specs.append(MethodSpec(label, "lora", int(fixed.group(1))))
-        elif label == MATCHED:
-            if "pearl" not in [s.label for s in specs]:
-                raise ConfigError(f"{MATCHED} matches PEARL's parameters: list pearl before it in --methods")
-            specs.append(MethodSpec(label, "lora", matched=True))
-        else:
-            raise ConfigError(f"unknown method {label!r} in --methods; choose from: {', '.join(METHODS)}, "
-                              f"lora-rK (K >= 1), {MATCHED}")
-    return specs
-
-
-def adapter_budget(result: RunResult) -> tuple[list[tuple[int, int]], float]:
-    """From a PEARL run: the adaptable layers' matrix shapes and the mean LoRA parameters it
-    added per adapter task (0 when it learned only the reference task)."""
-    later = [r for r in result.records if not r.reference]
-    if not later:
-        return [], 0.0
-    shapes = [lr.shape for lr in later[0].ranks.values()]
-    return shapes, float(np.mean([r.parameters["adapter"] for r in later]))
-
-
-def run_row(label: str, result: RunResult, rank: int | None) -> dict[str, Any]:
-    """The numbers one run contributes to the comparison (units in the key names)."""
+def run_row(label: str, result: RunResult, setting: str) -> dict[str, Any]:
+    """The numbers one run contributes to the comparison (units in the key names); ``setting``
+    is the method's distinguishing setting (``r=4``, or ``""``)."""
     m = result.metrics
     routed = m["routing"]["scenario"]
-    row: dict[str, Any] = {"method": label, "seed": m["seed"], "rank": rank, "scenario": routed}
+    row: dict[str, Any] = {"method": label, "seed": m["seed"], "setting": setting, "scenario": routed}
     for name, key in ((SCENARIO, "task_il"), (routed, "routed")):
         s = m["scenarios"][name]
         row.update({f"{key}_accuracy_pct": s["average_accuracy"], f"{key}_forgetting_pp": s["forgetting"],
@@ -118,7 +65,7 @@ NUMERIC = ("task_il_accuracy_pct", "routed_accuracy_pct", "task_il_forgetting_pp
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method (in first-seen order): ``seeds``, the ranks used, and the mean and sample
+    """Per method (in first-seen order): ``seeds``, the settings used, and the mean and sample
     standard deviation (ddof 1; 0 for one seed) of every :data:`NUMERIC` column, as
     ``<column>_mean`` and ``<column>_std`` (None where a column is undefined, e.g. routing for a
     single-head method)."""
@@ -126,22 +73,13 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == label]
         entry: dict[str, Any] = {"method": label, "seeds": len(group), "scenario": group[0]["scenario"],
-                                 "ranks": sorted({r["rank"] for r in group if r["rank"] is not None})}
+                                 "settings": sorted({r["setting"] for r in group if r["setting"]})}
         for column in NUMERIC:
             values = [r[column] for r in group if r[column] is not None]
             entry[f"{column}_mean"] = float(np.mean(values)) if values else None
             entry[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
         out.append(entry)
     return out
-
-
-@dataclass
-class Comparison:
-    """A finished comparison: its directory, one row per run, one aggregated row per method."""
-
-    directory: Path
-    runs: list[dict[str, Any]]
-    methods: list[dict[str, Any]]
 
 
 def _cell(value: Any) -> str:
@@ -173,8 +111,8 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
     ``base`` is the config every run starts from; ``on_run(row)`` is called after each run.
     ``jobs`` runs start at once, each in its own process with ``torch.get_num_threads() // jobs``
     threads (at least 1); with ``jobs`` = 1 they run one after another in this process, seed-major.
-    Either way the rows come out in seed-major, spec order, and ``lora-matched`` starts once its
-    seed's PEARL run has finished. A different thread count may change the last digits of a run's
+    Either way the rows come out in seed-major, spec order, and a matched variant starts once its
+    seed's budget run has finished. A different thread count may change the last digits of a run's
     numbers (floating-point summation order), not its seeds or data.
 
     Raises:
@@ -189,7 +127,7 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     for spec in specs:
         for seed in seeds:
-            check(_with(base, method=spec.method, seed=seed))
+            validate(_with(base, spec.values, method=spec.method, seed=seed))
     directory = Path(out) if out else default_compare_dir(base.benchmark)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
@@ -197,22 +135,18 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
     settings = {"benchmark": base.benchmark, "methods": [s.label for s in specs], "seeds": seeds, "config": base.to_dict()}
     order = [(seed, spec) for seed in seeds for spec in specs]
     done: dict[tuple[int, str], dict[str, Any]] = {}
-    budgets: dict[int, tuple[list[tuple[int, int]], float]] = {}
+    results: dict[tuple[int, str], RunResult] = {}
 
-    def config_for(seed: int, spec: MethodSpec) -> tuple[RunConfig, int | None]:
-        rank = spec.rank if spec.method != "lora" or spec.rank else base.pearl.fixed_rank
-        if spec.matched:
-            shapes, per_task = budgets.get(seed, ([], 0.0))
-            rank = matched_fixed_rank(shapes, per_task) if shapes else 1
-        config = _with(base, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
-        if rank is not None:
-            config.pearl.fixed_rank = rank
-        return config, rank
+    def config_for(seed: int, spec: MethodSpec) -> tuple[RunConfig, str]:
+        values = spec.values
+        if spec.budget is not None:
+            values = METHODS.get(spec.method).matched_values(results[(seed, spec.budget)])
+        config = _with(base, values, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
+        return config, METHODS.get(spec.method).setting(config)
 
-    def finished(seed: int, spec: MethodSpec, result: RunResult, rank: int | None) -> None:
-        if spec.method == "pearl":
-            budgets[seed] = adapter_budget(result)
-        done[(seed, spec.label)] = run_row(spec.label, result, rank)
+    def finished(seed: int, spec: MethodSpec, result: RunResult, setting: str) -> None:
+        results[(seed, spec.label)] = result
+        done[(seed, spec.label)] = run_row(spec.label, result, setting)
         rows = [done[(s, sp.label)] for s, sp in order if (s, sp.label) in done]
         _write(store, rows, aggregate(rows), settings)
         if on_run is not None:
@@ -220,8 +154,8 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
 
     if jobs == 1:
         for seed, spec in order:
-            config, rank = config_for(seed, spec)
-            finished(seed, spec, run(config), rank)
+            config, setting = config_for(seed, spec)
+            finished(seed, spec, run(config), setting)
     else:
         _run_parallel(order, jobs, config_for, finished)
     rows = [done[(seed, spec.label)] for seed, spec in order]
@@ -242,10 +176,10 @@ def _run_in_process(config: RunConfig, threads: int) -> RunResult:
 
 
 def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
-                  config_for: Callable[[int, MethodSpec], tuple[RunConfig, int | None]],
-                  finished: Callable[[int, MethodSpec, RunResult, int | None], None]) -> None:
+                  config_for: Callable[[int, MethodSpec], tuple[RunConfig, str]],
+                  finished: Callable[[int, MethodSpec, RunResult, str], None]) -> None:
     """Run ``order`` in ``jobs`` worker processes (spawned: no state shared with this one), each
-    ``lora-matched`` run after its seed's PEARL run; ``finished`` is called in this process.
+    matched run after its seed's budget run; ``finished`` is called in this process.
     After the first error no new run starts; the runs already going finish and are recorded,
     then the error is raised."""
     import concurrent.futures as futures
@@ -256,22 +190,21 @@ def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
 
     threads = max(1, torch.get_num_threads() // jobs)
     waiting = list(order)
-    running: dict[futures.Future, tuple[int, MethodSpec, int | None]] = {}
+    running: dict[futures.Future, tuple[int, MethodSpec, str]] = {}
     error: BaseException | None = None
     with futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while running or (waiting and error is None):
             if error is None:
-                blocked = {seed for seed, spec in waiting if spec.method == "pearl"}
-                blocked |= {seed for seed, spec, _ in running.values() if spec.method == "pearl"}
-                for seed, spec in [job for job in waiting if not (job[1].matched and job[0] in blocked)]:
-                    config, rank = config_for(seed, spec)
-                    running[pool.submit(_run_in_process, config, threads)] = (seed, spec, rank)
+                pending = {(seed, spec.label) for seed, spec in waiting} | {(s, sp.label) for s, sp, _ in running.values()}
+                for seed, spec in [job for job in waiting if (job[0], job[1].budget) not in pending]:
+                    config, setting = config_for(seed, spec)
+                    running[pool.submit(_run_in_process, config, threads)] = (seed, spec, setting)
                     waiting.remove((seed, spec))
             ready, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             for future in ready:
-                seed, spec, rank = running.pop(future)
+                seed, spec, setting = running.pop(future)
                 try:
-                    finished(seed, spec, future.result(), rank)
+                    finished(seed, spec, future.result(), setting)
                 except BaseException as exc:  # recorded; raised once the runs already going have finished
                     if error is None and isinstance(exc, BrokenProcessPool):
                         error = PearlError(f"a worker process died while {spec.label} seed {seed} ran (killed for "
@@ -283,9 +216,12 @@ def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
         raise error
 
 
-def _with(config: RunConfig, **values: Any) -> RunConfig:
-    """A deep copy of ``config`` with top-level fields replaced."""
+def _with(config: RunConfig, values: dict[str, Any], **fields: Any) -> RunConfig:
+    """A deep copy of ``config`` with top-level ``fields`` replaced, then the dotted-key
+    ``values`` applied."""
     new = copy.deepcopy(config)
-    for key, value in values.items():
+    for key, value in fields.items():
         setattr(new, key, value)
+    for key, value in values.items():
+        apply(new, key, value)
     return new

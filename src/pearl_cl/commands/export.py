@@ -1,4 +1,4 @@
-"""Export one task of a PEARL or LoRA run as a PEFT adapter directory (our design;
+"""Export one task of a run whose method has adapters as a PEFT adapter directory (our design;
 ``pearl-cl export``).
 
 The directory holds PEFT's own ``adapter_config.json`` and ``adapter_model.safetensors`` (the
@@ -17,16 +17,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from safetensors.torch import save_file
-
-from pearl_cl.core.adapters import reference_copy
-from pearl_cl.errors import PearlError
 from pearl_cl.engine.restore import load_learner, open_run
 from pearl_cl.engine.runner import benchmark_for
 from pearl_cl.engine.store import sha256
+from pearl_cl.errors import PearlError
+from pearl_cl.methods.learner import Learner
+from pearl_cl.registry import METHODS
 
 FORMATS = ("peft",)
-ADAPTER_METHODS = ("pearl", "lora")
+
+
+def adapter_methods() -> list[str]:
+    """The registered methods that export adapters (they implement
+    :meth:`~pearl_cl.methods.learner.Learner.export_adapter`)."""
+    return [name for name, cls in METHODS.items() if cls.export_adapter is not Learner.export_adapter]
 
 
 def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft") -> Path:
@@ -41,8 +45,8 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
         raise PearlError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     opened = open_run(directory)
     config = opened.config
-    if config.method not in ADAPTER_METHODS:
-        raise PearlError(f"{directory} is a {config.method} run; only {' and '.join(ADAPTER_METHODS)} runs have PEFT adapters")
+    if config.method not in adapter_methods():
+        raise PearlError(f"{directory} is a {config.method} run; only runs of {', '.join(adapter_methods())} have PEFT adapters")
     records = opened.progress.records if opened.progress else []
     name = f"task{task}"
     record = next((r for r in records if r.task == name), None)
@@ -62,20 +66,12 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
     except OSError as exc:
         raise PearlError(f"cannot create {target}: {exc.strerror}; choose a writable --out") from exc
     try:
-        learner.model.peft.save_pretrained(staging / "peft", selected_adapters=[name])
-        for file in (staging / "peft" / name).iterdir():
-            file.rename(staging / file.name)
-        shutil.rmtree(staging / "peft")
-        save_file({k: v.contiguous() for k, v in reference_copy(learner.model).state_dict().items()},
-                  str(staging / "backbone.safetensors"))
-        save_file({k: v.contiguous() for k, v in learner.model.heads[name].state_dict().items()}, str(staging / "head.safetensors"))
+        how = learner.export_adapter(name, staging)
         files = {f.name: sha256(f.read_bytes()) for f in sorted(staging.iterdir())}
-        manifest = {"task": name, "classes": list(record.classes), "adapter_name": name,
+        manifest = {"task": name, "classes": list(record.classes), "method": config.method, **how,
                     "backbone": {"name": config.backbone.name, "width": config.backbone.width,
                                  "image_shape": list(bench.image_shape)},
                     "normalise": {"mean": list(bench.spec.mean), "std": list(bench.spec.std), "pixels": "scaled to [0, 1] first"},
-                    "load": "PeftModel.from_pretrained(build_backbone(name, image_shape, width) with backbone.safetensors "
-                            "loaded, DIR, adapter_name=task); logits = head(features)",
                     "sha256": files}
         (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
         mask = os.umask(0)

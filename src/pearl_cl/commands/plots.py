@@ -1,4 +1,4 @@
-"""The plots of a run and of a comparison, one PNG each (DESIGN.md §6; our design).
+"""The plots of a run and of a comparison, one PNG each (our design).
 
 * :func:`accuracy_matrix_plot`: the accuracy matrix R[i, j] of each scenario as a heatmap;
 * :func:`rank_plot`: the rank chosen per adaptable layer and task, and the probe's proximity;
@@ -23,8 +23,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from pearl_cl.engine.runner import SCENARIO, RunResult
+from pearl_cl.engine.engine import RunResult
+from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.store import RunStore
+from pearl_cl.errors import ConfigError
+from pearl_cl.methods.learner import Learner
+from pearl_cl.registry import METHODS
 
 ACCURACY_PNG = "plots/accuracy_matrix.png"
 RANKS_PNG = "plots/ranks.png"
@@ -32,7 +36,15 @@ PARAMETERS_PNG = "plots/accuracy_vs_parameters.png"
 ANNOTATE_TASKS = 12  # cells carry their number up to this many tasks (columns)
 ANNOTATE_LAYERS = 40  # ... and, in the rank plot, this many layers (rows)
 DPI = 130
-MARKERS = {"pearl": "*", "lora": "o", "separate": "X", "finetune": "v", "joint": "^", "ewc": "s", "si": "D", "lwf": "P"}
+
+
+def _style(method: str) -> type[Learner]:
+    """The registered class whose plot attributes (marker, size, joined) ``method`` takes; the
+    :class:`~pearl_cl.methods.learner.Learner` defaults for a method that is not registered (e.g. a plugin's run read without the plugin)."""
+    try:
+        return METHODS.get(method)
+    except ConfigError:
+        return Learner
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,9 @@ class Point:
 
     Attributes:
         label: the text next to the point (e.g. ``pearl``, ``lora (r=4)``).
-        method: the method that ran (a key of :data:`pearl_cl.methods.METHODS`); the points of
-            ``lora`` (fixed rank) are joined by a line.
+        method: the registered method that ran; the points of a method that is
+            :attr:`~pearl_cl.methods.learner.Learner.joined_in_plots` (a fixed-rank frontier) are
+            joined by a line.
         params: parameters added after the reference task (count; mean over seeds).
         task_il, routed: final average accuracy in % with task labels, and without them
             through the router (the benchmark's class-IL or domain-IL); means over seeds.
@@ -178,8 +191,8 @@ def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: 
     """Write final average accuracy (%) against parameters added after the reference task
     (count, log scale), one panel for Task-IL and one for ``scenario`` (``class-il`` or
     ``domain-il``, routed), one point per entry of ``points`` (colour and marker named in the
-    legend), with an error bar of one standard deviation where a point is a mean over seeds. Fixed-rank LoRA points (method
-    ``lora``) are joined by a dashed line in order of parameters. Points that added no
+    legend), with an error bar of one standard deviation where a point is a mean over seeds. The points of
+    each method that is ``joined_in_plots`` (fixed ranks) are joined by a dashed line in order of parameters. Points that added no
     parameters cannot sit on a log axis; they are named under the plot.
 
     Returns the PNG's path.
@@ -196,14 +209,15 @@ def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: 
     colours = matplotlib.colormaps["tab10"].colors
     panels = ((axes[0], "task_il", "Task-IL (task label given)"), (axes[1], "routed", f"{scenario} (routed)"))
     for ax, key, title in panels:
-        lora = sorted((p for p in shown if p.method == "lora"), key=lambda p: p.params)
-        if len(lora) > 1:
-            ax.plot([p.params for p in lora], [getattr(p, key) for p in lora], "--", color="0.6", lw=1, zorder=1,
-                    label="fixed-rank LoRA")
+        for method in dict.fromkeys(p.method for p in shown if _style(p.method).joined_in_plots):
+            line = sorted((p for p in shown if p.method == method), key=lambda p: p.params)
+            if len(line) > 1:
+                ax.plot([p.params for p in line], [getattr(p, key) for p in line], "--", color="0.6", lw=1, zorder=1,
+                        label=f"{method} at several settings")
         for k, p in enumerate(shown):
-            ax.errorbar(p.params, getattr(p, key), yerr=getattr(p, f"{key}_std") or None, fmt=MARKERS.get(p.method, "o"),
-                        color=colours[k % len(colours)], markersize=14 if p.method == "pearl" else 8, capsize=3,
-                        zorder=3, label=p.label)
+            style = _style(p.method)
+            ax.errorbar(p.params, getattr(p, key), yerr=getattr(p, f"{key}_std") or None, fmt=style.marker,
+                        color=colours[k % len(colours)], markersize=style.marker_size, capsize=3, zorder=3, label=p.label)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(_count_label))

@@ -16,14 +16,17 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from pearl_cl.errors import PearlError
-from pearl_cl.methods import TaskRecord
+from pearl_cl.commands.comparison import Comparison, parse_methods
+from pearl_cl.engine.engine import RunResult
 from pearl_cl.engine.metrics import percent_of
-from pearl_cl.engine.runner import SCENARIO, RunResult, inspect
+from pearl_cl.engine.operations import inspect
+from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.store import MANIFEST, RunStore
+from pearl_cl.errors import PearlError
+from pearl_cl.methods.record import TaskRecord
+from pearl_cl.registry import METHODS
 
 if TYPE_CHECKING:
-    from pearl_cl.commands.compare import Comparison
     from pearl_cl.commands.plots import Point
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
@@ -176,16 +179,21 @@ def _mean_std(entry: dict, column: str, digits: int = 2) -> str:
     return _plus_minus(entry[f"{column}_mean"], None if entry["seeds"] == 1 else entry[f"{column}_std"], digits)
 
 
-def method_label(method: str, ranks: Sequence[int]) -> str:
-    """A method's name with its fixed ranks, e.g. ``lora (r=4)``, ``lora-matched (r=2/3)``."""
-    return method + (f" (r={'/'.join(map(str, ranks))})" if ranks else "")
+def method_label(method: str, settings: Sequence[str]) -> str:
+    """A method's label with its settings, e.g. ``lora (r=4)``, ``lora-matched (r=2/r=3)``."""
+    return method + (f" ({'/'.join(settings)})" if settings else "")
+
+
+def _settings(entry: dict) -> list[str]:
+    """An aggregated row's settings; a comparison of pearl-cl 0.1 lists fixed ``ranks`` instead."""
+    return entry["settings"] if "settings" in entry else [f"r={r}" for r in entry.get("ranks", [])]
 
 
 def compare_rows(comparison: Comparison) -> Table:
     """One row per method of :func:`pearl_cl.commands.compare.compare`: mean ± std over seeds."""
     methods = comparison.methods
     routed = methods[0]["scenario"]
-    rows = [[method_label(e["method"], e["ranks"]),
+    rows = [[method_label(e["method"], _settings(e)),
              _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
              _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
              _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "state_numbers", 0), _mean_std(e, "peak_memory_mib", 0),
@@ -199,11 +207,12 @@ def compare_rows(comparison: Comparison) -> Table:
 def compare_legend(comparison: Comparison) -> str:
     """What the columns of :func:`compare_rows` mean (seeds, units)."""
     seeds = sorted({r["seed"] for r in comparison.runs})
+    single = ", ".join(name for name, cls in METHODS.items() if cls.single_head)
     return "\n".join([
         f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting and BWT in percentage points; params added after",
         "the first task; state kept: numbers a method stores besides parameters (EWC's Fisher and anchor, SI's",
         "importances, LwF's old network, Joint's images); learn s: training, probe and rank step; total s: also the",
-        "evaluation of every task seen after each task. Single-head methods (finetune, joint, ewc, si, lwf) get",
+        f"evaluation of every task seen after each task. Single-head methods ({single}) get",
         "Task-IL by masking their one head to the task's classes.",
     ])
 
@@ -255,8 +264,6 @@ def _load_comparison(directory: Path) -> tuple[Comparison, dict]:
     Raises:
         PearlError: ``compare.json`` missing from the manifest, corrupt, or holding no run.
     """
-    from pearl_cl.commands.compare import Comparison
-
     raw = RunStore(directory).read_verified("compare.json")
     try:
         data = json.loads(raw)
@@ -272,33 +279,32 @@ def _load_comparison(directory: Path) -> tuple[Comparison, dict]:
 
 def _comparison_points(comparison: Comparison, settings: dict) -> list[Point]:
     """One point per method of ``comparison``: means over seeds, with standard deviations."""
-    from pearl_cl.commands.compare import parse_methods
     from pearl_cl.commands.plots import Point
 
     runs = {spec.label: spec.method for spec in parse_methods(",".join(settings["methods"]))}
     def std(e: dict, column: str) -> float | None:
         return None if e["seeds"] == 1 else e[f"{column}_std"]
-    return [Point(method_label(e["method"], e["ranks"]), runs.get(e["method"], e["method"]), e["params_added_mean"],
+    return [Point(method_label(e["method"], _settings(e)), runs.get(e["method"], e["method"]), e["params_added_mean"],
                   e["task_il_accuracy_pct_mean"], e["routed_accuracy_pct_mean"], std(e, "task_il_accuracy_pct"),
                   std(e, "routed_accuracy_pct")) for e in comparison.methods]
 
 
 def _run_point(directory: Path, result: RunResult) -> Point:
-    """The run's point: its method (with the rank of fixed-rank LoRA), parameters added after
+    """The run's point: its method (with its setting, e.g. a fixed rank), parameters added after
     the reference task, final average accuracies."""
     from pearl_cl.commands.plots import Point
     from pearl_cl.engine.restore import open_run
 
     m = result.metrics
-    ranks = [open_run(directory).config.pearl.fixed_rank] if m["method"] == "lora" else []
-    label = method_label(m["method"], ranks) + ("" if m["status"] == "complete" else " (incomplete)")
+    setting = METHODS.get(m["method"]).setting(open_run(directory).config)
+    label = method_label(m["method"], [setting] if setting else []) + ("" if m["status"] == "complete" else " (incomplete)")
     return Point(label, m["method"], m["parameters_added_after_reference"]["count"],
                  m["scenarios"][SCENARIO]["average_accuracy"], m["scenarios"][_routed_scenario(result)]["average_accuracy"])
 
 
 def _gather(directories: Sequence[Path]) -> _Sources:
-    """Read every directory; the first gives the main run (for a comparison: its PEARL run of
-    the first seed, else its first run).
+    """Read every directory; the first gives the main run (for a comparison: the first seed's
+    run of the first rank-choosing method listed, else its first run).
 
     Raises:
         PearlError: a directory that is not a run or comparison, a corrupt one, or one of
@@ -312,7 +318,9 @@ def _gather(directories: Sequence[Path]) -> _Sources:
             new, bench = _comparison_points(found, settings), settings["benchmark"]
             if main is None:
                 first = found.runs[0]["seed"]
-                row = next((r for r in found.runs if r["seed"] == first and r["method"] == "pearl"), found.runs[0])
+                choosers = {s.label for s in parse_methods(",".join(settings["methods"]))
+                            if METHODS.get(s.method).chooses_ranks and not s.values}
+                row = next((r for r in found.runs if r["seed"] == first and r["method"] in choosers), found.runs[0])
                 main, comparison = inspect(directory / "runs" / f"{row['method']}-seed{row['seed']}"), found
         else:
             result, bad = inspect(directory)
@@ -358,7 +366,8 @@ def _parameter_section(points: list[Point], routed: str, image: str) -> tuple[st
              _plus_minus(p.routed, p.routed_std)] for p in points]
     return ("Accuracy against parameters added",
             f"{image}\n\nFinal average accuracy (%, mean ± std over seeds where there are several) against the "
-            f"parameters added after the first task (log scale); dashed: fixed-rank LoRA.\n\n"
+            f"parameters added after the first task (log scale); dashed: one method at several settings "
+            f"(e.g. fixed ranks).\n\n"
             + markdown_table(["run or method", "params added", "Task-IL acc %", f"{routed} acc %"], rows))
 
 
@@ -386,9 +395,9 @@ def write_report(directories: Sequence[str | Path], out: str | Path | None = Non
     comparison, atomically and listed in the output directory's ``manifest.json``.
 
     ``directories[0]`` is the main run directory, or a comparison directory (made by
-    :func:`pearl_cl.commands.compare.compare`; then the accuracy matrix and rank plots show its PEARL run
-    of the first seed, or its first run without PEARL, and every method is a point, mean over
-    seeds). Every further directory (run or comparison of the same benchmark) adds its points to
+    :func:`pearl_cl.commands.compare.compare`; then the accuracy matrix and rank plots show the
+    first seed's run of its first rank-choosing method, or its first run, and every method is a
+    point, mean over seeds). Every further directory (run or comparison of the same benchmark) adds its points to
     the accuracy-against-parameters plot. Writes into ``out``, default ``directories[0]``.
 
     Returns the paths written: the PNGs, then ``report.md``.

@@ -1,4 +1,4 @@
-"""Per-task LoRA adapters on a frozen backbone, built on PEFT (DESIGN.md §2 steps 4–6).
+"""Per-task LoRA adapters on a frozen backbone, built on PEFT (our design on PEFT's LoRA).
 
 Each later task gets one named PEFT LoRA adapter (``"task2"``, ``"task3"``, …) whose per-layer
 ranks come from :mod:`pearl_cl.core.rank` (PEFT's ``rank_pattern``), and its own copy of every
@@ -10,6 +10,7 @@ update is exactly ``ΔW = B·A``.
 Adapted layers are every ``nn.Linear`` and every ungrouped ``nn.Conv2d`` of the backbone. PEFT
 cannot merge LoRA into grouped or depthwise convolutions (and needs ``r % groups == 0`` there),
 so those keep the reference weights and are adapted only through their task's BatchNorm.
+PEFT is imported inside the functions that use it, so that reading a config does not load it.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from __future__ import annotations
 import copy
 import re
 
+from typing import TYPE_CHECKING
+
 import torch
-from peft import LoraConfig, get_peft_model
-from peft.tuners.lora import LoraLayer
-from peft.utils import ModulesToSaveWrapper
-from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
 from pearl_cl.core.model import ContinualModel
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
 
 INITS = ("svd", "zero")
 
@@ -50,6 +53,9 @@ def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfi
     Raises:
         ValueError: unknown ``init``.
     """
+    from peft import LoraConfig
+    from peft.utils.constants import DUMMY_TARGET_MODULES
+
     if init not in INITS:
         raise ValueError(f"unknown adapter init {init!r} (pearl.init); choose one of: {', '.join(INITS)}")
     targets = [name for name, r in ranks.items() if r > 0]
@@ -88,6 +94,9 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
         ValueError: a task of that name exists, ``init="svd"`` without ``svds``, or PEFT built
             other ranks or BatchNorm copies than the ones asked for.
     """
+    from peft import get_peft_model
+    from peft.utils import ModulesToSaveWrapper
+
     if model.peft is not None and task in model.peft.peft_config:
         raise ValueError(f"task {task!r} already has an adapter")
     if init == "svd" and svds is None:
@@ -115,6 +124,8 @@ def add_task_adapter(model: ContinualModel, task: str, ranks: dict[str, int], in
 
 
 def _lora_layers(model: ContinualModel) -> dict[str, LoraLayer]:
+    from peft.tuners.lora import LoraLayer
+
     base = model.reference_backbone()
     return {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
 
@@ -125,7 +136,7 @@ def adapter_ranks(model: ContinualModel, task: str) -> dict[str, int]:
 
 
 def svd_factors(svd: torch.return_types.linalg_svd, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """LoRA factors of the best rank-``rank`` approximation of ΔW (DESIGN.md §2 step 4).
+    """LoRA factors of the best rank-``rank`` approximation of ΔW (Eckart–Young; the SVD init of docs/method.md).
 
     ``svd`` is the thin SVD of ΔW as an ``(out, in·kh·kw)`` matrix (:func:`pearl_cl.core.rank.factorise`);
     returns ``B = U_r·√S_r`` of shape ``(out, rank)`` and ``A = √S_r·V_rᵀ`` of shape
@@ -191,6 +202,8 @@ def reference_copy(model: ContinualModel) -> nn.Module:
     No LoRA layers and no per-task BatchNorm copies; ``model`` is unchanged. This is the one
     source of W_ref for probes, saving and counting (the model itself holds it under PEFT).
     """
+    from peft.utils import ModulesToSaveWrapper
+
     if model.peft is None:
         return copy.deepcopy(model.backbone)
     peft_copy = copy.deepcopy(model.peft)
@@ -205,7 +218,7 @@ def merged_copy(model: ContinualModel, task: str) -> nn.Module:
 
     The result has no LoRA layers (W_ref + B·A is written into each adapted weight) and uses the
     task's BatchNorm; ``model`` itself is unchanged. Maps ``(N, C, H, W)`` → ``(N, n_classes)``.
-    For speed at Task-IL inference (DESIGN.md §2 step 6).
+    For speed at Task-IL inference.
     """
     head = copy.deepcopy(model.heads[task])
     if model.peft is None or task == model.reference_task:

@@ -1,20 +1,23 @@
 """The continual model: one backbone, one head per task, task branches selected by name.
 
-Our design (DESIGN.md §2 steps 1, 5, 6). The backbone holds the reference weights W_ref; once
+Our design. The backbone holds the reference weights W_ref; once
 the first adapter is added it becomes a ``peft.PeftModel`` holding one named LoRA adapter and one
 copy of every BatchNorm per later task (see :mod:`pearl_cl.core.adapters`). The reference task's
-branch is the bare backbone with its own BatchNorm and head.
+branch is the bare backbone with its own BatchNorm and head. PEFT is imported when first
+needed, so that reading a config or a run directory does not load it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from peft import PeftModel
-from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils import AuxiliaryTrainingWrapper
 from torch import nn
 
 from pearl_cl.backbones import adaptable_layers, norm_layers
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 class ContinualModel(nn.Module):
@@ -43,6 +46,8 @@ class ContinualModel(nn.Module):
     @property
     def peft(self) -> PeftModel | None:
         """The PEFT wrapper once an adapter exists, else None."""
+        from peft import PeftModel
+
         return self.backbone if isinstance(self.backbone, PeftModel) else None
 
     def reference_backbone(self) -> nn.Module:
@@ -51,6 +56,9 @@ class ContinualModel(nn.Module):
 
     def _has_adapter_layers(self) -> bool:
         """Whether any LoRA layer or per-task BatchNorm copy exists (PEFT refuses to disable none)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import AuxiliaryTrainingWrapper
+
         return any(isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper)) for m in self.backbone.modules())
 
     def features(self, x: torch.Tensor, task: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Proximity probes: how far a new task pulls the reference weights (DESIGN.md §2 step 2).
+"""Proximity probes: how far a new task pulls the reference weights (our design; docs/method.md).
 
 Both probes work on a throw-away copy of the reference backbone with a fresh head for the task
 and return ΔW_l for every adaptable layer l; nothing they do touches the model being learned.
@@ -9,10 +9,10 @@ and return ΔW_l for every adaptable layer l; nothing they do touches the model 
   with momentum, as :func:`~pearl_cl.engine.training.make_optimizer` builds it, weight decay left out)
   acting on a displacement that starts at 0; ΔW is where that displacement ends: the step one
   epoch of training would take if every batch's gradient kept its value at W_ref (our reading;
-  the paper's abstract is silent). Following the optimiser matters: the earlier −lr·Σ∇W (plain
-  SGD) at Adam's learning rate 1e-3 moved so little that the residual rule gave rank 0 in every
-  layer of every split-mnist task (resnet18 and mlp, ``benchmarks/speed.py`` section 2 at commit
-  2fdef70), while Adam's displacement is on the scale of the ``finetune`` probe's.
+  the paper's abstract is silent). Following the optimiser matters: a plain −lr·Σ∇W at Adam's
+  learning rate 1e-3 moves so little that the residual rule gives rank 0 in every layer of
+  every split-mnist task (resnet18 and mlp, measured with ``benchmarks/speed.py`` section 2),
+  while Adam's displacement is on the scale of the ``finetune`` probe's.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from torch import nn
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.errors import ConfigError, TrainingError
+from pearl_cl.errors import TrainingError
 from pearl_cl.engine.training import FitSettings, fit, make_optimizer
+from pearl_cl.registry import PROBES
 
-PROBES = ("finetune", "gradient")
 
 
 def _probe_network(reference: nn.Module, n_classes: int, seed: int) -> tuple[nn.Module, nn.Linear]:
@@ -44,6 +44,7 @@ def _weights(backbone: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight.detach().clone() for name, m in adaptable_layers(backbone).items()}
 
 
+@PROBES.register("finetune")
 def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
     """ΔW per adaptable layer after fine-tuning a copy of ``reference`` on ``task``.
 
@@ -61,6 +62,7 @@ def finetune_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
     return {name: after[name] - before[name] for name in before}
 
 
+@PROBES.register("gradient")
 def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
     """ΔW per adaptable layer: the optimiser of ``settings`` stepped once per training batch of
     ``task`` with that batch's gradient at the reference weights (module docstring).
@@ -92,13 +94,9 @@ def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
 
 
 def run_probe(kind: str, reference: nn.Module, task: TaskData, settings: FitSettings, seed: int) -> dict[str, torch.Tensor]:
-    """Dispatch to the probe named ``kind`` (``pearl.probe``).
+    """Run the probe registered as ``kind`` (``pearl.probe``).
 
     Raises:
         ConfigError: unknown probe.
     """
-    if kind == "finetune":
-        return finetune_probe(reference, task, settings, seed)
-    if kind == "gradient":
-        return gradient_probe(reference, task, settings, seed)
-    raise ConfigError(f"unknown probe {kind!r} (pearl.probe); choose one of: {', '.join(PROBES)}")
+    return PROBES.get(kind)(reference, task, settings, seed)

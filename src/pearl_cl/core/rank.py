@@ -2,7 +2,7 @@
 
 Source: PEARL (Bhat et al., arXiv 2505.11998) chooses each task's LoRA rank per layer from the
 task's distance to the reference weights; the rules below are this project's reading of it
-(DESIGN.md §2 step 3). For a layer ``l`` with reference weights ``W_ref`` and probe
+(docs/method.md says which parts are the paper's). For a layer ``l`` with reference weights ``W_ref`` and probe
 displacement ``ΔW = W_probe − W_ref``, both reshaped to ``(out, in·kh·kw)``:
 
 * ``residual``: smallest r with ‖ΔW − [ΔW]_r‖_F ≤ ε·‖W_ref‖_F;
@@ -60,7 +60,7 @@ class RankRule:
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"pearl.tau must be in (0, 1], got {self.tau}")
         if self.fixed_rank < 1:
-            raise ConfigError(f"pearl.fixed_rank must be >= 1, got {self.fixed_rank}")
+            raise ConfigError(f"the fixed rank (lora.rank) must be >= 1, got {self.fixed_rank}")
 
 
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ class LayerRank:
 
 def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.Tensor], rule: RankRule,
                    spectra: dict[str, torch.Tensor] | None = None) -> dict[str, LayerRank]:
-    """Choose a rank for every layer from its probe displacement (DESIGN.md §2 step 3).
+    """Choose a rank for every layer from its probe displacement.
 
     Args:
         deltas: layer name → ΔW (Linear ``(out, in)`` or Conv ``(out, in, kh, kw)``).

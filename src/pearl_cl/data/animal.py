@@ -1,4 +1,4 @@
-"""Animal silhouettes (PyPI ``animal-mnist``): 10,000 28×28 grey images, 10 classes (DESIGN.md §4).
+"""Animal silhouettes (PyPI ``animal-mnist``): 10,000 28×28 grey images, 10 classes.
 
 The package ships two gzipped pickles, ``animal_data_version_3.gz`` (a ``(10000, 28, 28)`` uint8
 array) and ``animal_label_version_3.gz`` (``(10000,)`` int64 labels 0–9, 1,000 per class,

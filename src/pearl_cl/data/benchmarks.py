@@ -15,8 +15,9 @@ import torch
 from pearl_cl.data.benchmark_file import read_benchmark_file
 from pearl_cl.data.folder import read_image_folder
 from pearl_cl.data.sources import DATASETS, ImageSet
-from pearl_cl.data.specs import BENCHMARK_FILE_SUFFIXES, BENCHMARKS, IMAGE_FOLDER, BenchmarkSpec
+from pearl_cl.data.specs import BENCHMARK_FILE_SUFFIXES, IMAGE_FOLDER, BenchmarkSpec
 from pearl_cl.errors import ConfigError
+from pearl_cl.registry import BENCHMARKS
 
 
 def benchmark_spec(name: str) -> BenchmarkSpec:
@@ -29,9 +30,9 @@ def benchmark_spec(name: str) -> BenchmarkSpec:
     if name.endswith(BENCHMARK_FILE_SUFFIXES):
         return read_benchmark_file(Path(name))
     if name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}, "
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS.names())}, "
                           f"or give a YAML file of tasks")
-    return BENCHMARKS[name]
+    return BENCHMARKS.get(name)
 
 
 ROTATION_STEP = 45.0  # degrees between rotated-mnist tasks

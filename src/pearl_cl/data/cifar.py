@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 from their published "python version" files (DESIGN.md §4).
+"""CIFAR-10 and CIFAR-100 from their published "python version" files.
 
 No offline copy exists here: users bring the files, in the layout the CIFAR site publishes and
 torchvision unpacks (``DIR/cifar-10-batches-py/data_batch_1`` … ``data_batch_5``, ``test_batch``;

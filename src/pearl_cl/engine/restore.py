@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from pearl_cl.engine import distributed
-from pearl_cl.config import KEYS, RunConfig, load_config
+from pearl_cl.config import RunConfig, config_keys, load_config
 from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
-from pearl_cl.methods import METHODS
+from pearl_cl.registry import METHODS
 from pearl_cl.engine.progress import PROGRESS, Progress
 from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
 
@@ -79,7 +79,7 @@ def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:
     """
     stored = opened.config
     wanted = load_config(opened.store.root / CONFIG, overrides)
-    changed = [f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}" for key in KEYS
+    changed = [f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}" for key in config_keys()
                if not key.startswith(RESUMABLE_CHANGES) and stored.get(key) != wanted.get(key)]
     if changed:
         raise ConfigError(f"the options do not match the run stored in {opened.store.root} ({'; '.join(changed)}); "
@@ -104,7 +104,7 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
     torch.manual_seed(config.seed)
     if not learning:
         config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, pretrained=None))
-    learner = METHODS[config.method](config, bench.image_shape, bench.n_classes)
+    learner = METHODS.get(config.method)(config, bench.image_shape, bench.n_classes)
     for task, record in zip(bench.tasks, progress.records):
         relative = f"tasks/{task.name}.safetensors"
         if record.task != task.name or tuple(record.classes) != task.classes:

@@ -1,4 +1,4 @@
-"""The run directory: atomic writes and a manifest of SHA-256 checksums (DESIGN.md §6).
+"""The run directory: atomic writes and a manifest of SHA-256 checksums (our design; docs/operations.md).
 
 Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
 its final name, so a reader never sees a half-written file. ``manifest.json`` (itself written

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -72,6 +73,35 @@ class FitStats:
 
     seconds: float
     final_loss: float
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One optimiser step of a fit, as observers of :func:`observe_steps` see it: ``phase`` the
+    fit's name (its progress-bar text, e.g. ``task2 adapter``), ``epoch`` (1-based), ``step``
+    (1-based, within the fit), ``loss`` (the step's batch loss), ``lr`` (the step size of the
+    first parameter group) and ``seconds`` since the fit started."""
+
+    phase: str
+    epoch: int
+    step: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+_OBSERVERS: list[Callable[[StepEvent], None]] = []
+
+
+@contextmanager
+def observe_steps(observer: Callable[[StepEvent], None]) -> Iterator[None]:
+    """Call ``observer(event)`` after every optimiser step of every :func:`fit` inside the block
+    (how the engine's loggers see training without the methods knowing of them)."""
+    _OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(observer)
 
 
 def _no_progress_bar() -> bool | None:
@@ -160,9 +190,14 @@ def fit(
                     after_step()
                 steps += 1
                 weight = len(rows) / processes  # this process's share of the global batch's loss
-                loss_sum += loss.item() * weight
+                step_loss = loss.item()
+                loss_sum += step_loss * weight
                 count += weight
                 bar.update(1)
+                if _OBSERVERS:
+                    event = StepEvent(desc, epoch, steps, step_loss, optimizer.param_groups[0]["lr"], time.perf_counter() - start)
+                    for observer in list(_OBSERVERS):
+                        observer(event)
                 if steps % 20 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{loss_sum / count:.4f}")
                 if steps == total:

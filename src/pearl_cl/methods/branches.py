@@ -1,9 +1,9 @@
 """What the methods with one branch per task share: Task-IL through the task's own branch and
-class-/domain-IL through a router over all branches (DESIGN.md §2 step 6; our design).
+class-/domain-IL through a router over all branches (our design).
 
 PEARL, fixed-rank LoRA and Separate networks subclass :class:`TaskBranches`; their ``model``
 has ``features(x, task)``, ``heads[task]``, ``reference_task`` and ``forward(x, task)``, which is
-all :mod:`pearl_cl.routing` needs.
+all :mod:`pearl_cl.routers` needs.
 """
 
 from __future__ import annotations
@@ -13,33 +13,26 @@ import torch
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.engine.evaluation import TaskCounts
-from pearl_cl.methods.record import TaskRecord
 from pearl_cl.engine.metrics import task_accuracy
-from pearl_cl.routing import (CALIBRATED, ROUTERS, TaskStatistics, branch_outputs, reference_features, reference_scores,
-                              route, task_statistics)
 from pearl_cl.engine.training import EVAL_BATCH, count_correct
+from pearl_cl.methods.learner import Learner
+from pearl_cl.methods.record import TaskRecord
+from pearl_cl.routers.base import Router, branch_outputs, get_router, route
+from pearl_cl.routers.statistics import TaskStatistics, reference_features, task_statistics
 
 
-class TaskBranches:
+class TaskBranches(Learner):
     """Evaluation and router statistics of a method with one branch per task.
 
     Subclasses set ``self.model`` and implement ``learn(task, seed)``, ending it with
     :meth:`finish_task`.
     """
 
-    identifies_tasks = True  # route() chooses one task branch per image
-
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> None:
+        super().__init__(config, image_shape, n_classes)
         self.model: torch.nn.Module
-        self.records: list[TaskRecord] = []
         self.statistics: dict[str, TaskStatistics] = {}
         self._evaluated: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
-
-    @property
-    def router_name(self) -> str:
-        """The router that ``route`` uses by default (``routing.router``)."""
-        return self.config.routing.router
 
     def finish_task(self, task: TaskData, record: TaskRecord) -> TaskRecord:
         """Measure ``task``'s validation accuracy, compute its router statistics and append
@@ -82,10 +75,14 @@ class TaskBranches:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class-/domain-IL: ``(N,)`` predicted global classes and ``(N,)`` chosen task indices
         (in learning order) for ``x`` ``(N, C, H, W)``, choosing among every task learned so far
-        with ``router`` (default ``routing.router``); see :func:`pearl_cl.routing.route`."""
+        with ``router`` (default ``routing.router``); see :func:`pearl_cl.routers.base.route`.
+
+        Raises:
+            ConfigError: unknown router.
+        """
         tasks = [r.task for r in self.records]
         return route(self.model, x, tasks, [r.classes for r in self.records], [self.statistics[t] for t in tasks],
-                     router or self.config.routing.router, self.config.routing.shrinkage, true_task)
+                     get_router(router or self.router_name), self.config.routing.shrinkage, true_task)
 
     @torch.no_grad()
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
@@ -95,7 +92,7 @@ class TaskBranches:
 
         The same counts as :func:`pearl_cl.engine.evaluation.evaluate_tasks` (the same batches through
         the same branches; the ``reference`` router may differ in the last bits of a score), with
-        less work: a learned branch never changes (DESIGN.md §2 step 5, ``tests/test_isolation.py``),
+        less work: a learned branch never changes (``tests/test_isolation.py``),
         so what each branch predicts and scores on a task's test images is computed once and kept
         (``(N,)`` classes and scores per branch and task, and the reference features, ``(N, D_ref)``
         per task; never images), and the Task-IL count reads the task's own branch from it. After
@@ -103,50 +100,48 @@ class TaskBranches:
         over every seen task again.
 
         Raises:
-            ValueError: ``tasks`` are not the first tasks learned, or the router is unknown.
+            ValueError: ``tasks`` are not the first tasks learned.
+            ConfigError: unknown router.
         """
-        router = router or self.router_name
+        chosen_router = get_router(router or self.router_name)
         names = [r.task for r in self.records]
         if [t.name for t in tasks] != names[: len(tasks)]:
             raise ValueError(f"evaluate takes the first tasks learned, in order ({', '.join(names)}); "
                              f"got {', '.join(t.name for t in tasks)}")
-        if router not in ROUTERS:
-            raise ValueError(f"unknown router {router!r}; choose one of: {', '.join(ROUTERS)}")
         self.model.eval()
         counts = []
+        stats = [self.statistics[n] for n in names]
         for j, task in enumerate(tasks):
-            outputs = [self._outputs(b, task, router) for b in range(len(names))]
+            outputs = [self._outputs(b, task, chosen_router) for b in range(len(names))]
             preds = torch.stack([p for p, _ in outputs])
-            if router in CALIBRATED:
+            if chosen_router.per_branch:
                 chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
-            elif router == "reference":
-                stats = [self.statistics[n] for n in names]
-                chosen = reference_scores(self._reference_features(task), stats, self.config.routing.shrinkage).argmax(dim=0)
-            else:  # oracle
-                chosen = torch.full((len(task.test_y),), j)
+            else:
+                chosen = chosen_router.choose(lambda: self._reference_features(task), stats, self.config.routing.shrinkage,
+                                              torch.full((len(task.test_y),), j))
             labels = task.test_labels
             pred = preds.gather(0, chosen[None]).squeeze(0)
             counts.append(TaskCounts(int((preds[j] == labels).sum()), int((pred == labels).sum()), int((chosen == j).sum())))
         return counts
 
-    def _outputs(self, branch: int, task: TaskData, router: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Branch ``branch``'s :func:`~pearl_cl.routing.branch_outputs` on ``task``'s test images,
-        in batches of :data:`EVAL_BATCH`, computed once per branch, task and router."""
+    def _outputs(self, branch: int, task: TaskData, router: Router) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Branch ``branch``'s :func:`~pearl_cl.routers.base.branch_outputs` on ``task``'s test
+        images, in batches of :data:`EVAL_BATCH`, computed once per branch, task and router."""
         name = self.records[branch].task
-        key = ("outputs", name, task.name, router)
+        key = ("outputs", name, task.name, router.name)
         kept = self._evaluated.get(key)
         if kept is None or kept[0] is not task.test_x:
             x, lookup, stats = task.test_x, torch.tensor(self.records[branch].classes), self.statistics[name]
-            ref = self._reference_features(task) if router == "mahalanobis" else None
+            ref = self._reference_features(task) if router.uses_reference_features else None
             parts = [branch_outputs(self.model, x[s : s + EVAL_BATCH], name, lookup, stats, router,
                                     None if ref is None else ref[s : s + EVAL_BATCH]) for s in range(0, len(x), EVAL_BATCH)]
-            scores = torch.cat([sc for _, sc in parts]) if router in CALIBRATED else None
+            scores = torch.cat([sc for _, sc in parts]) if router.per_branch else None
             kept = self._evaluated[key] = (x, torch.cat([p for p, _ in parts]), scores)
         return kept[1], kept[2]
 
     def _reference_features(self, task: TaskData) -> torch.Tensor:
         """``(N, D_ref)`` reference-branch features of ``task``'s test images, computed once."""
-        key = ("reference", task.name)
+        key = ("reference_features", task.name)
         kept = self._evaluated.get(key)
         if kept is None or kept[0] is not task.test_x:
             x = task.test_x

@@ -8,9 +8,11 @@ forgetting.
 from __future__ import annotations
 
 from pearl_cl.methods.single_head import SingleHead
+from pearl_cl.registry import METHODS
 
 
+@METHODS.register("finetune")
 class Finetune(SingleHead):
     """Sequential training with the expanding head and no protection of earlier tasks."""
 
-    name = "finetune"
+    marker = "v"

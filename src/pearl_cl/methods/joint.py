@@ -14,12 +14,14 @@ import torch
 
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.single_head import SingleHead
+from pearl_cl.registry import METHODS
 
 
+@METHODS.register("joint")
 class Joint(SingleHead):
     """The expanding-head network trained on all data seen so far after every new task."""
 
-    name = "joint"
+    marker = "^"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -7,24 +7,49 @@ kept; while learning task t the loss is the cross-entropy on the new task plus
 α·T²·KL(softmax(z_old/T) ‖ softmax(z/T)) over the units active before task t, z_old from the
 frozen copy (eval mode) and z from the network being trained — Li & Hoiem's weighting (λ_o = α),
 not van de Ven & Tolias' 1/t and 1 − 1/t.
-Knobs: ``baselines.lwf_temperature`` (T), ``lwf_alpha`` (α).
+Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.errors import ConfigError
 from pearl_cl.methods.single_head import SingleHead
+from pearl_cl.registry import METHODS
 
 
+@dataclass
+class LwFConfig:
+    """LwF: ``temperature`` T > 0 of the distillation softmax, ``alpha`` ≥ 0 its weight (Li &
+    Hoiem's T = 2, λ_o = 1)."""
+
+    LEGACY: ClassVar[dict[str, str]] = {"baselines.lwf_temperature": "temperature", "baselines.lwf_alpha": "alpha"}
+    temperature: float = 2.0
+    alpha: float = 1.0
+
+    def check(self, config: RunConfig) -> None:
+        """Raise :class:`ConfigError` naming the first ``lwf.*`` key out of range."""
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"lwf.temperature must be finite and > 0, got {self.temperature!r}")
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ConfigError(f"lwf.alpha must be finite and >= 0, got {self.alpha!r}")
+
+
+@METHODS.register("lwf")
 class LwF(SingleHead):
     """Learning without Forgetting on the expanding-head network."""
 
-    name = "lwf"
+    config_section = LwFConfig
+    marker = "P"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -36,17 +61,17 @@ class LwF(SingleHead):
         """``(N, C, H, W)`` → ``(N, K_old)`` soft targets of the frozen previous network at
         temperature T over the units active before the current task."""
         logits = self.previous(x)[:, self.previous_units]
-        return torch.softmax(logits / self.config.baselines.lwf_temperature, dim=1)
+        return torch.softmax(logits / self.config.lwf.temperature, dim=1)
 
     def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """α·T²·KL(targets ‖ current) over the earlier units (the first ``K_old`` active units); 0
         on the first task."""
         if self.previous is None:
             return logits.new_zeros(())
-        t = self.config.baselines.lwf_temperature
+        t = self.config.lwf.temperature
         current = torch.log_softmax(logits[:, : len(self.previous_units)] / t, dim=1)
         kl = nn.functional.kl_div(current, self.targets(xb), reduction="batchmean")
-        return self.config.baselines.lwf_alpha * t * t * kl
+        return self.config.lwf.alpha * t * t * kl
 
     def _freeze(self) -> None:
         """Keep a frozen copy of the network and the units active now."""

@@ -1,33 +1,76 @@
 """PEARL: a reference task with all weights free, then one dynamic-rank LoRA adapter per task.
 
 Source: Bhat, Yazdani, Arani, Zonooz, "Parameter Efficient Continual Learning with Dynamic
-Low-Rank Adaptation" (arXiv 2505.11998, 2025), as read in DESIGN.md §2: train the reference task
-(step 1); for each later task run a proximity probe (step 2), choose a rank per layer from the
-probe's displacement (step 3, :mod:`pearl_cl.core.rank`), initialise the task's adapter (step 4,
-:mod:`pearl_cl.core.adapters`) and train only that task's adapter, BatchNorm and head (step 5).
-Task-IL inference uses the task's own branch (step 6). The first task of the sequence is the
-reference task.
+Low-Rank Adaptation" (arXiv 2505.11998, 2025), as read from its abstract (docs/method.md says
+which parts are the paper's and which are ours): train the reference task; for each later task
+run a proximity probe (:mod:`pearl_cl.core.probe`), choose a rank per layer from the probe's
+displacement (:mod:`pearl_cl.core.rank`), initialise the task's adapter
+(:mod:`pearl_cl.core.adapters`) and train only that task's adapter, BatchNorm and head.
+Task-IL inference uses the task's own branch. The first task of the sequence is the reference
+task. Hyper-parameters: the ``pearl.*`` section (:class:`PearlConfig`).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import save_file
 
-from pearl_cl.core.adapters import add_task_adapter, reference_copy, task_parameters
-from pearl_cl.engine import distributed
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.config import RunConfig
-from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.methods.branches import TaskBranches
-from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
+from pearl_cl.core.adapters import INITS, add_task_adapter, reference_copy, task_parameters
 from pearl_cl.core.model import ContinualModel
 from pearl_cl.core.probe import run_probe
 from pearl_cl.core.rank import LayerRank, RankRule, allocate_ranks, factorise
-from pearl_cl.routing import TaskStatistics
+from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.engine import distributed
 from pearl_cl.engine.training import FitStats, fit
+from pearl_cl.errors import ConfigError
+from pearl_cl.methods.branches import TaskBranches
+from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
+from pearl_cl.registry import METHODS, PROBES
+from pearl_cl.routers.statistics import TaskStatistics
+
+
+@dataclass
+class PearlConfig:
+    """PEARL's probe, rank rule and adapter initialisation: ``probe`` (a registered probe) runs
+    ``probe_epochs`` passes from W_ref; ``rank_rule`` (residual | energy | distance) with
+    ``r_min``, ``r_max``, ``epsilon`` (residual) and ``tau`` (energy) turns its displacement into
+    ranks (:class:`~pearl_cl.core.rank.RankRule` documents the defaults); ``init`` is svd | zero."""
+
+    probe: str = "finetune"
+    probe_epochs: int = 1
+    rank_rule: str = RankRule.name
+    r_min: int = RankRule.r_min
+    r_max: int = RankRule.r_max
+    epsilon: float = RankRule.epsilon
+    tau: float = RankRule.tau
+    init: str = "svd"
+
+    def to_rank_rule(self) -> RankRule:
+        """The validated :class:`~pearl_cl.core.rank.RankRule` these knobs describe.
+
+        Raises:
+            ConfigError: unknown rule or bounds out of range.
+        """
+        if self.rank_rule == "fixed":
+            raise ConfigError("pearl.rank_rule=fixed is the fixed-rank LoRA baseline: run --method lora with "
+                              "--set lora.rank=K instead")
+        return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau)
+
+    def check(self, config: RunConfig) -> None:
+        """Raise :class:`ConfigError` naming the first ``pearl.*`` key out of range."""
+        PROBES.get(self.probe)
+        if self.init not in INITS:
+            raise ConfigError(f"unknown pearl.init {self.init!r}; choose one of: {', '.join(INITS)}")
+        self.to_rank_rule()
+        config.fit_settings("pearl.probe_epochs", "train.lr")
 
 
 def _count(params: dict[str, torch.nn.Parameter], marker: str) -> int:
@@ -41,13 +84,10 @@ def _parameter_counts(params: dict[str, torch.nn.Parameter]) -> dict[str, int]:
     return parameter_counts(backbone, adapter, norm, head)
 
 
+@METHODS.register("pearl", default=True)
 class Pearl(TaskBranches):
-    """The PEARL learner: ``learn(task, seed)`` one task at a time, then evaluate any task seen.
-
-    Every method in :data:`pearl_cl.methods.METHODS` has this interface: ``learn``,
-    ``count_correct`` (Task-IL), ``route`` (no task label), ``evaluate`` (test counts after a task),
-    ``task_tensors``, ``records``,
-    ``backbone_parameters`` and ``identifies_tasks``.
+    """The PEARL learner: ``learn(task, seed)`` one task at a time, then evaluate any task seen
+    (the :class:`~pearl_cl.methods.learner.Learner` contract).
 
     Args:
         config: the run config (``backbone``, ``train``, ``pearl`` sections are used).
@@ -58,8 +98,13 @@ class Pearl(TaskBranches):
         ConfigError: invalid rank-rule knobs or backbone.
     """
 
+    config_section = PearlConfig
+    has_ranks = True  # a failed task can be retried with larger ranks
+    chooses_ranks = True
+    marker, marker_size = "*", 14
+
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
-        super().__init__(config)
+        super().__init__(config, image_shape, n_classes)
         self.rule = self.rank_rule(config)
         self.model = ContinualModel(config.backbone.build(image_shape))
 
@@ -72,8 +117,6 @@ class Pearl(TaskBranches):
     def backbone_parameters(self) -> int:
         """Parameter count of the backbone (W_ref), without heads or adapters."""
         return _parameter_counts(task_parameters(self.model, self.model.reference_task))["backbone"]
-
-    has_ranks = True  # a failed task can be retried with larger ranks
 
     def learn(self, task: TaskData, seed: int, rank_factor: int = 1) -> TaskRecord:
         """Learn ``task``; the first task learned is the reference task. Returns its record.
@@ -134,6 +177,8 @@ class Pearl(TaskBranches):
         Raises:
             KeyError, RuntimeError: the tensors do not fit the branch (a file from another run).
         """
+        from peft import set_peft_model_state_dict
+
         self.model.add_head(task.name, len(task.classes)).load_state_dict(prefixed(tensors, "head."))
         if record.reference:
             self.model.reference_task = task.name
@@ -156,11 +201,29 @@ class Pearl(TaskBranches):
         The reference task's file holds the whole backbone (``backbone.*``, W_ref with the
         reference BatchNorm); a later task's holds its PEFT adapter state (``adapter.*``: LoRA
         factors, BatchNorm parameters and statistics). Both hold the task's head (``head.*``) and its
-        router statistics (``router.*``, see :class:`~pearl_cl.routing.TaskStatistics`).
+        router statistics (``router.*``, see :class:`~pearl_cl.routers.statistics.TaskStatistics`).
         """
+        from peft import get_peft_model_state_dict
+
         own = {f"head.{k}": v for k, v in self.model.heads[task].state_dict().items()}
         own.update(self.statistics[task].to_tensors())
         if task == self.model.reference_task:
             return {**{f"backbone.{k}": v for k, v in reference_copy(self.model).state_dict().items()}, **own}
         adapter = get_peft_model_state_dict(self.model.peft, adapter_name=task)
         return {**{f"adapter.{k}": v for k, v in adapter.items()}, **own}
+
+    def export_adapter(self, task: str, directory: Path) -> dict[str, Any]:
+        """Write task ``task``'s PEFT adapter (``adapter_config.json``,
+        ``adapter_model.safetensors``: LoRA factors and BatchNorm copies), the reference weights
+        (``backbone.safetensors``) and the task's head (``head.safetensors``) into ``directory``;
+        returns how to load them."""
+        self.model.peft.save_pretrained(directory / "peft", selected_adapters=[task])
+        for file in (directory / "peft" / task).iterdir():
+            file.rename(directory / file.name)
+        shutil.rmtree(directory / "peft")
+        save_file({k: v.contiguous() for k, v in reference_copy(self.model).state_dict().items()},
+                  str(directory / "backbone.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.model.heads[task].state_dict().items()}, str(directory / "head.safetensors"))
+        return {"adapter_name": task,
+                "load": "PeftModel.from_pretrained(build_backbone(name, image_shape, width) with backbone.safetensors "
+                        "loaded, DIR, adapter_name=task); logits = head(features)"}

@@ -3,7 +3,7 @@
 Source: the "separate networks" baseline of the task-incremental literature (e.g. van de Ven &
 Tolias, "Three scenarios for continual learning", 2019; Rusu et al., "Progressive Neural
 Networks", 2016, without the lateral connections): no forgetting and no transfer, at the cost
-of a full backbone per task. Without task labels it routes like PEARL (:mod:`pearl_cl.routing`),
+of a full backbone per task. Without task labels it routes like PEARL (:mod:`pearl_cl.routers`),
 the first task's network serving as the reference branch.
 """
 
@@ -16,8 +16,9 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
-from pearl_cl.routing import TaskStatistics
 from pearl_cl.engine.training import fit
+from pearl_cl.registry import METHODS
+from pearl_cl.routers.statistics import TaskStatistics
 
 
 class SeparateModel(nn.Module):
@@ -42,6 +43,7 @@ class SeparateModel(nn.Module):
         return self.heads[task](self.features(x, task))
 
 
+@METHODS.register("separate")
 class SeparateNetworks(TaskBranches):
     """Learn each task with a fresh backbone and head (the first task: ``train.reference_epochs``).
 
@@ -51,8 +53,10 @@ class SeparateNetworks(TaskBranches):
         n_classes: number of classes in the benchmark (unused: every task has its own head).
     """
 
+    marker = "X"
+
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
-        super().__init__(config)
+        super().__init__(config, image_shape, n_classes)
         self.image_shape = image_shape
         self.model = SeparateModel()
 
@@ -61,7 +65,6 @@ class SeparateNetworks(TaskBranches):
         """Parameter count of one backbone, without its head."""
         return sum(p.numel() for p in next(iter(self.model.nets.values())).parameters())
 
-    has_ranks = False
 
     def _add(self, task: TaskData) -> tuple[nn.Module, nn.Linear]:
         """A fresh network and head for ``task`` (the first one is the reference branch)."""
@@ -72,7 +75,7 @@ class SeparateNetworks(TaskBranches):
             self.model.reference_task = task.name
         return net, head
 
-    def learn(self, task: TaskData, seed: int) -> TaskRecord:
+    def learn(self, task: TaskData, seed: int, rank_factor: int = 1) -> TaskRecord:
         """Train a new network and head on ``task`` alone. Returns its record.
 
         Raises:
@@ -83,7 +86,7 @@ class SeparateNetworks(TaskBranches):
         net, head = self._add(task)
         keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
         stats = fit(self.model, lambda xb: self.model(xb, task.name), [*net.parameters(), *head.parameters()],
-                    task.train_x, task.train_y, self.config.fit_settings(*keys), seed, desc=f"{task.name} separate")
+                    task.train_x, task.train_y, self.config.fit_settings(*keys), seed, desc=f"{task.name} {self.name}")
         self.model.requires_grad_(False)
         counts = parameter_counts(backbone=sum(p.numel() for p in net.parameters()),
                                   head=sum(p.numel() for p in head.parameters()))

@@ -24,9 +24,10 @@ from torch import nn
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.engine.evaluation import TaskCounts, evaluate_tasks
-from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.engine.metrics import task_accuracy
 from pearl_cl.engine.training import EVAL_BATCH, count_correct, fit
+from pearl_cl.methods.learner import Learner
+from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 
 
 def quadratic_penalty(net: nn.Module, importance: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -53,31 +54,28 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-class SingleHead:
+class SingleHead(Learner):
     """The shared base: train the whole network on each task in turn with the expanding head.
 
     Alone it is Fine-tune (:class:`~pearl_cl.methods.finetune.Finetune`); the other single-head
-    methods change its hooks. Interface as :class:`~pearl_cl.methods.pearl.Pearl`.
+    methods change its hooks (the :class:`~pearl_cl.methods.learner.Learner` contract).
 
     Args:
-        config: the run config (``backbone``, ``train``, ``baselines`` sections are used).
+        config: the run config (``backbone``, ``train`` and the method's own section are used).
         image_shape: ``(C, H, W)`` of the benchmark's images.
         n_classes: number of head units: one per global class id of the benchmark.
     """
 
-    name = "single-head"
+    single_head = True
     router_name = "none: arg-max over one head"
-    has_ranks = False
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     after_step: Callable[[], None] | None = None
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> None:
-        self.config = config
+        super().__init__(config, image_shape, n_classes)
         self.net = Classifier(config.backbone.build(image_shape), n_classes)
-        self.records: list[TaskRecord] = []
         self.active: list[int] = []  # global class of each active head unit, in the order first seen
-        self.task_classes: dict[str, tuple[int, ...]] = {}
-        self.identifies_tasks = True  # False once two tasks share a class (domain-IL)
+        self.task_classes: dict[str, tuple[int, ...]] = {}  # identifies_tasks: False once two tasks share a class (domain-IL)
 
     @property
     def backbone_parameters(self) -> int:
@@ -135,11 +133,12 @@ class SingleHead:
         self.restore_state(task, tensors)
         self.records.append(record)
 
-    def learn(self, task: TaskData, seed: int) -> TaskRecord:
+    def learn(self, task: TaskData, seed: int, rank_factor: int = 1) -> TaskRecord:
         """Activate ``task``'s classes and train the whole network on :meth:`training_data`.
 
         The first task uses ``train.reference_epochs``, later ones ``train.epochs`` (or
-        ``train.iterations`` for both); the step size is ``train.lr``.
+        ``train.iterations`` for both); the step size is ``train.lr``; ``rank_factor`` is unused
+        (no ranks).
 
         Raises:
             TrainingError: the loss became NaN or infinite.
@@ -228,7 +227,7 @@ class AnchoredPenalty(SingleHead):
         self.anchor: dict[str, torch.Tensor] = {}
 
     def strength(self) -> float:
-        """The penalty's coefficient (from the ``baselines`` config)."""
+        """The penalty's coefficient (from the method's config section)."""
         raise NotImplementedError
 
     def penalty(self) -> torch.Tensor:

@@ -1,0 +1,125 @@
+"""The router interface and the routing loop shared by every router (our design).
+
+A *per-branch* router scores every task branch on an image (higher = more likely that task);
+each score is standardised with the task's own validation statistics (calibration) and the best
+task wins: T forward passes for T tasks. A *one-pass* router chooses the task without running
+the branches (from the reference features, or the true label) and then runs only the chosen
+branch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+
+from pearl_cl.registry import ROUTERS
+from pearl_cl.routers.statistics import TaskStatistics, joint_features, reference_features, _features
+
+
+class Router:
+    """One way to pick the task of an unlabelled image; subclasses register with
+    ``@ROUTERS.register("name")``.
+
+    Class attributes:
+        name: the registered name.
+        per_branch: True: :meth:`score` each branch and calibrate; False: :meth:`choose`.
+        uses_reference_features: :meth:`score` reads each branch's features joined with the
+            reference branch's (:func:`~pearl_cl.routers.statistics.joint_features`).
+        legacy_row: the row of this router's calibration in the ``(R, 2)`` tensor of pearl-cl
+            0.1 task files (None: it had none).
+    """
+
+    name: ClassVar[str] = ""
+    per_branch: ClassVar[bool] = True
+    uses_reference_features: ClassVar[bool] = False
+    legacy_row: ClassVar[int | None] = None
+
+    def score(self, logits: torch.Tensor, features: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+        """Raw ``(N,)`` scores of one branch (before calibration) from its ``(N, K)`` logits and
+        ``(N, D)`` features (joined with the reference features when
+        :attr:`uses_reference_features`) and the task's statistics.
+
+        Raises:
+            NotImplementedError: a one-pass router.
+        """
+        raise NotImplementedError(f"{self.name} is a one-pass router: use choose()")
+
+    def choose(self, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics], shrinkage: float,
+               true_task: torch.Tensor | None) -> torch.Tensor:
+        """``(N,)`` chosen task indices without running the branches; ``ref_features()`` gives
+        the ``(N, D_ref)`` reference features, ``stats`` the T tasks' statistics.
+
+        Raises:
+            NotImplementedError: a per-branch router.
+        """
+        raise NotImplementedError(f"{self.name} is a per-branch router: use score()")
+
+    def calibrated(self, raw: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+        """``(N,)`` raw scores standardised with the task's validation mean and std."""
+        mean, std = stats.calibration[self.name]
+        return (raw.double() - mean) / std
+
+
+def get_router(name: str) -> Router:
+    """The registered router ``name``.
+
+    Raises:
+        ConfigError: unknown name (lists the routers).
+    """
+    return ROUTERS.get(name)()
+
+
+def branch_outputs(model, x: torch.Tensor, name: str, lookup: torch.Tensor, stats: TaskStatistics, router: Router,
+                   ref_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What branch ``name`` tells ``router`` about ``x`` ``(N, C, H, W)``, in one pass: ``(N,)``
+    global classes its head predicts (``lookup`` maps its local classes to global ones) and,
+    for a per-branch router, ``(N,)`` its calibrated scores (else None). ``ref_feats``
+    (:func:`~pearl_cl.routers.statistics.reference_features` of ``x``) is needed when the router
+    :attr:`~Router.uses_reference_features`."""
+    is_reference = name == model.reference_task
+    if ref_feats is not None and is_reference:
+        feats, logits = ref_feats, model.heads[name](ref_feats)
+    else:
+        feats, logits = _features(model, x, name, len(x))
+    preds = lookup[logits.argmax(dim=1)]
+    if not router.per_branch:
+        return preds, None
+    if ref_feats is not None:
+        feats = joint_features(feats, ref_feats, is_reference)
+    return preds, router.calibrated(router.score(logits, feats, stats), stats)
+
+
+@torch.no_grad()
+def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...]], stats: list[TaskStatistics],
+          router: Router, shrinkage: float, true_task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predict a global class for each image of ``x`` ``(N, C, H, W)`` without its task label.
+
+    Args:
+        model: a :class:`~pearl_cl.core.model.ContinualModel` in eval mode.
+        tasks: the branches to choose from, in order; ``classes[t]`` are task t's global classes
+            and ``stats[t]`` its :class:`~pearl_cl.routers.statistics.TaskStatistics`.
+        router: the router.
+        shrinkage: covariance shrinkage for routers that pool covariances.
+        true_task: ``(N,)`` task indices, for the oracle router only.
+
+    Returns:
+        ``(N,)`` predicted global classes and ``(N,)`` chosen task indices (into ``tasks``).
+        Per-branch routers run every branch over the whole batch (T forward passes); one-pass
+        routers then run each chosen branch once over the images routed to it.
+
+    Raises:
+        ValueError: the router needs ``true_task`` and it is None.
+    """
+    lookup = [torch.tensor(c) for c in classes]
+    if router.per_branch:
+        ref_feats = reference_features(model, x) if router.uses_reference_features else None
+        outputs = [branch_outputs(model, x, name, lookup[t], stats[t], router, ref_feats) for t, name in enumerate(tasks)]
+        chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
+        return torch.stack([preds for preds, _ in outputs]).gather(0, chosen[None]).squeeze(0), chosen
+    chosen = router.choose(lambda: reference_features(model, x), stats, shrinkage, true_task)
+    pred = torch.empty(len(x), dtype=torch.long)
+    for t in chosen.unique().tolist():
+        idx = torch.nonzero(chosen == t).squeeze(1)
+        pred[idx] = lookup[t][model(x[idx], tasks[t]).argmax(dim=1)]
+    return pred, chosen
