@@ -22,7 +22,7 @@ import torch
 from pearl_cl import load_config
 from pearl_cl.methods.pearl import Pearl
 from pearl_cl.registry import ROUTERS
-from pearl_cl.engine.evaluation import routed_counts
+from pearl_cl.learning.evaluation import routed_counts
 from pearl_cl.engine.runner import benchmark_for
 
 

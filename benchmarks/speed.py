@@ -53,9 +53,9 @@ from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods.pearl import Pearl
 from pearl_cl.commands.report import text_table
 from pearl_cl.registry import BENCHMARKS, ROUTERS
-from pearl_cl.engine.evaluation import routed_counts
+from pearl_cl.learning.evaluation import routed_counts
 from pearl_cl.engine.runner import benchmark_for
-from pearl_cl.engine.training import count_correct, fit
+from pearl_cl.learning.training import count_correct, fit
 
 REPEATS = 5
 TARGET_SECONDS = 2.0  # length of one timed training call

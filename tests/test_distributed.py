@@ -97,7 +97,7 @@ SYNC_SCRIPT = """
 import sys
 import torch
 from torch import nn
-from pearl_cl.engine import distributed
+from pearl_cl.learning import distributed
 
 distributed.initialise()
 r = distributed.rank()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pearl_cl.config import load_config
-from pearl_cl.engine.evaluation import evaluate_tasks
+from pearl_cl.learning.evaluation import evaluate_tasks
 from pearl_cl.registry import METHODS, ROUTERS
 
 

@@ -9,7 +9,7 @@ from pearl_cl.core.adapters import add_task_adapter, task_parameters
 from pearl_cl.backbones import build_backbone
 from pearl_cl.methods.pearl import Pearl
 from pearl_cl.core.model import ContinualModel
-from pearl_cl.engine.training import FitSettings, fit
+from pearl_cl.learning.training import FitSettings, fit
 
 from conftest import small_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pearl_cl.engine import metrics
+from pearl_cl.learning import metrics
 
 # Three tasks with 10, 20 and 50 test images. correct[i, j] after training task i:
 CORRECT = np.array([[9, 0, 0], [8, 18, 0], [7, 16, 25]])

@@ -8,7 +8,7 @@ import torch
 from pearl_cl.backbones import build_backbone
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.core.probe import finetune_probe, gradient_probe
-from pearl_cl.engine.training import FitSettings
+from pearl_cl.learning.training import FitSettings
 
 
 def _batch_gradients(reference, task, seed: int) -> dict[str, torch.Tensor]:

@@ -9,8 +9,8 @@ from torch import nn
 
 from pearl_cl.config import load_config, validate
 from pearl_cl.errors import ConfigError
-from pearl_cl.engine.metrics import peak_rss_bytes, reset_peak_rss
-from pearl_cl.engine.training import FitSettings, fit
+from pearl_cl.learning.metrics import peak_rss_bytes, reset_peak_rss
+from pearl_cl.learning.training import FitSettings, fit
 
 
 def _data(n: int = 40):

@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from pearl_cl.errors import ConfigError
-from pearl_cl.registry import BACKBONES, METHODS, ROUTERS
+from pearl_cl.registry import BACKBONES, BENCHMARKS, METHODS, ROUTERS
 
 if typing.TYPE_CHECKING:
     from torch import nn
 
-    from pearl_cl.engine.training import FitSettings
+    from pearl_cl.learning.training import FitSettings
 
 
 @dataclass
@@ -133,9 +133,15 @@ class LoggingConfig:
     tensorboard: bool = False
 
 
+def section_classes() -> dict[str, type]:
+    """Method name → the dataclass of its hyper-parameter section, for every registered method
+    that declares one itself (a subclass does not inherit its parent's section)."""
+    return {name: cls.__dict__["config_section"] for name, cls in METHODS.items() if cls.__dict__.get("config_section")}
+
+
 def method_sections() -> dict[str, Any]:
     """A fresh instance of every registered method's hyper-parameter section, by method name."""
-    return {name: cls.config_section() for name, cls in METHODS.items() if cls.__dict__.get("config_section")}
+    return {name: section() for name, section in section_classes().items()}
 
 
 @dataclass
@@ -145,7 +151,7 @@ class RunConfig:
     method's hyper-parameters by method name; ``config.<method>`` reads one
     (``config.ewc.lambda_``)."""
 
-    benchmark: str = "split-mnist"
+    benchmark: str = field(default_factory=lambda: BENCHMARKS.default())
     method: str = field(default_factory=lambda: METHODS.default())
     seed: int = 0
     out: str | None = None
@@ -178,7 +184,7 @@ class RunConfig:
         return value
 
     def fit_settings(self, epochs_key: str, lr_key: str, iterations: bool = True) -> FitSettings:
-        """Validated :class:`~pearl_cl.engine.training.FitSettings` with the epochs and step size found at
+        """Validated :class:`~pearl_cl.learning.training.FitSettings` with the epochs and step size found at
         the dotted keys ``epochs_key`` and ``lr_key`` (e.g. ``"pearl.probe_epochs"``,
         ``"train.lr"``) and the rest of ``train``; ``train.iterations`` applies unless
         ``iterations`` is False (the probe); error messages name those keys.
@@ -186,7 +192,7 @@ class RunConfig:
         Raises:
             ConfigError: a value out of range (names the key).
         """
-        from pearl_cl.engine.training import FitSettings
+        from pearl_cl.learning.training import FitSettings
 
         t = self.train
         return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
@@ -241,21 +247,15 @@ def config_keys() -> dict[str, Any]:
     """Dotted key → annotated type of every config key: the engine's sections and every
     registered method's section."""
     keys = _leaf_types(RunConfig)
-    for name, cls in METHODS.items():
-        section = cls.__dict__.get("config_section")
-        if section is not None:
-            keys.update(_leaf_types(section, f"{name}."))
+    for name, section in section_classes().items():
+        keys.update(_leaf_types(section, f"{name}."))
     return keys
 
 
 def legacy_keys() -> dict[str, str]:
     """Keys of older config files → today's keys, from each method section's ``LEGACY``."""
-    out: dict[str, str] = {}
-    for name, cls in METHODS.items():
-        section = cls.__dict__.get("config_section")
-        for old, new in getattr(section, "LEGACY", {}).items():
-            out[old] = f"{name}.{new}"
-    return out
+    return {old: f"{name}.{new}" for name, section in section_classes().items()
+            for old, new in getattr(section, "LEGACY", {}).items()}
 
 
 def _unknown_key(key: str, keys: dict[str, Any]) -> ConfigError:
@@ -382,9 +382,9 @@ def validate(config: RunConfig) -> None:
     from pearl_cl.backbones import check_width
     from pearl_cl.backbones.pretrained import checkpoint_path
     from pearl_cl.data.benchmarks import benchmark_spec
-    from pearl_cl.engine import distributed
+    from pearl_cl.learning import distributed
 
-    METHODS.get(config.method)
+    _check_method(config.method)
     BACKBONES.get(config.backbone.name)
     ROUTERS.get(config.routing.router)
     benchmark_spec(config.benchmark)
@@ -410,6 +410,20 @@ def validate(config: RunConfig) -> None:
         from pearl_cl.engine.loggers import check_tensorboard
 
         check_tensorboard()
+
+
+def _check_method(label: str) -> None:
+    """Raise :class:`ConfigError` unless ``label`` is a registered method; a ``compare`` label
+    (a method's variant, e.g. a fixed rank) gets the method and values it stands for."""
+    try:
+        METHODS.get(label)
+    except ConfigError as exc:
+        for name, cls in METHODS.items():
+            values = cls.variant(label)
+            if values:
+                sets = " ".join(f"--set {key}={value}" for key, value in values.items())
+                raise ConfigError(f"{exc}; {label!r} is a compare label: run --method {name} {sets}") from exc
+        raise
 
 
 def describe_keys() -> str:

@@ -37,14 +37,19 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._default: str | None = None
         self._loaded = package is None
+        self._loading = False
 
     def _load(self) -> None:
-        if self._loaded:
+        if self._loaded or self._loading:
             return
-        self._loaded = True
-        root = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(getattr(root, "__path__", []), self.package + "."):
-            importlib.import_module(info.name)
+        self._loading = True  # a module being imported may look names up: it sees what is registered so far
+        try:
+            root = importlib.import_module(self.package)
+            for info in pkgutil.iter_modules(getattr(root, "__path__", []), self.package + "."):
+                importlib.import_module(info.name)
+            self._loaded = True  # after every import succeeded: a failed one is raised again on the next look-up
+        finally:
+            self._loading = False
 
     def register(self, name: str, default: bool = False) -> Callable[[T], T]:
         """Decorator: register the decorated class or function as ``name`` and set its ``name``

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from pearl_cl.commands.report import task_line, write_report
-    from pearl_cl.engine import distributed
+    from pearl_cl.learning import distributed
     from pearl_cl.engine.operations import resume
     from pearl_cl.engine.runner import run
 
@@ -214,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pearl-cl`` console script; returns the exit status.
 
     Under ``torchrun`` with several processes, ``run`` trains data-parallel
-    (:mod:`pearl_cl.engine.distributed`): process 0 prints and writes; an error names its process.
+    (:mod:`pearl_cl.learning.distributed`): process 0 prints and writes; an error names its process.
     """
     args = build_parser().parse_args(argv)
-    from pearl_cl.engine import distributed
+    from pearl_cl.learning import distributed
 
     try:
         if distributed.launched() and args.command != "run":

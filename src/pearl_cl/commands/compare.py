@@ -73,7 +73,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for label in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == label]
         entry: dict[str, Any] = {"method": label, "seeds": len(group), "scenario": group[0]["scenario"],
-                                 "settings": sorted({r["setting"] for r in group if r["setting"]})}
+                                 "settings": list(dict.fromkeys(r["setting"] for r in group if r["setting"]))}
         for column in NUMERIC:
             values = [r[column] for r in group if r[column] is not None]
             entry[f"{column}_mean"] = float(np.mean(values)) if values else None

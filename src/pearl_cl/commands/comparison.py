@@ -26,9 +26,14 @@ class MethodSpec:
     budget: str | None = None
 
 
+def ordered_methods() -> list[tuple[str, type]]:
+    """The registered methods as ``(name, class)`` in their :attr:`~pearl_cl.methods.learner.Learner.order`."""
+    return sorted(METHODS.items(), key=lambda item: (item[1].order, item[0]))
+
+
 def default_methods() -> str:
-    """Every registered method's default comparison labels, matched variants last."""
-    labels = [label for _, cls in METHODS.items() for label in cls.compare_labels()]
+    """Every registered method's default comparison labels, in method order, matched variants last."""
+    labels = [label for _, cls in ordered_methods() for label in cls.compare_labels()]
     matched = {cls.matched_variant() for _, cls in METHODS.items()}
     return ",".join([label for label in labels if label not in matched] + [label for label in labels if label in matched])
 
@@ -51,6 +56,12 @@ def parse_methods(text: str) -> list[MethodSpec]:
     return specs
 
 
+def budget_labels(specs: list[MethodSpec]) -> list[str]:
+    """The labels of ``specs`` that run a rank-choosing method at its own settings: the runs a
+    matched variant can take its parameter budget from."""
+    return [s.label for s in specs if METHODS.get(s.method).chooses_ranks and not s.values]
+
+
 def _spec(label: str, before: list[MethodSpec]) -> MethodSpec:
     if label in METHODS:
         return MethodSpec(label, label)
@@ -59,14 +70,14 @@ def _spec(label: str, before: list[MethodSpec]) -> MethodSpec:
         if values is not None:
             return MethodSpec(label, name, values)
         if label == cls.matched_variant():
-            choosers = [s.label for s in before if METHODS.get(s.method).chooses_ranks and not s.values]
+            choosers = budget_labels(before)
             if not choosers:
                 names = [n for n, c in METHODS.items() if c.chooses_ranks]
                 raise ConfigError(f"{label} matches the parameters of a rank-choosing method: list one of "
                                   f"{', '.join(names)} before it in --methods")
             return MethodSpec(label, name, budget=choosers[-1])
     variants = [cls.variant_help() for _, cls in METHODS.items() if cls.variant_help()]
-    raise ConfigError(f"unknown method {label!r} in --methods; choose from: {', '.join(METHODS.names())}"
+    raise ConfigError(f"unknown method {label!r} in --methods; choose from: {', '.join(n for n, _ in ordered_methods())}"
                       + (f", {', '.join(variants)}" if variants else ""))
 
 

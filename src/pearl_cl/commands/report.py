@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from pearl_cl.commands.comparison import Comparison, parse_methods
+from pearl_cl.commands.comparison import Comparison, budget_labels, ordered_methods, parse_methods
 from pearl_cl.engine.engine import RunResult
-from pearl_cl.engine.metrics import percent_of
+from pearl_cl.learning.metrics import percent_of
 from pearl_cl.engine.operations import inspect
 from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.store import MANIFEST, RunStore
@@ -207,7 +207,7 @@ def compare_rows(comparison: Comparison) -> Table:
 def compare_legend(comparison: Comparison) -> str:
     """What the columns of :func:`compare_rows` mean (seeds, units)."""
     seeds = sorted({r["seed"] for r in comparison.runs})
-    single = ", ".join(name for name, cls in METHODS.items() if cls.single_head)
+    single = ", ".join(name for name, cls in ordered_methods() if cls.single_head)
     return "\n".join([
         f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting and BWT in percentage points; params added after",
         "the first task; state kept: numbers a method stores besides parameters (EWC's Fisher and anchor, SI's",
@@ -296,7 +296,7 @@ def _run_point(directory: Path, result: RunResult) -> Point:
     from pearl_cl.engine.restore import open_run
 
     m = result.metrics
-    setting = METHODS.get(m["method"]).setting(open_run(directory).config)
+    setting = METHODS.get(m["method"]).setting(open_run(directory).config) if m["method"] in METHODS else ""
     label = method_label(m["method"], [setting] if setting else []) + ("" if m["status"] == "complete" else " (incomplete)")
     return Point(label, m["method"], m["parameters_added_after_reference"]["count"],
                  m["scenarios"][SCENARIO]["average_accuracy"], m["scenarios"][_routed_scenario(result)]["average_accuracy"])
@@ -318,8 +318,7 @@ def _gather(directories: Sequence[Path]) -> _Sources:
             new, bench = _comparison_points(found, settings), settings["benchmark"]
             if main is None:
                 first = found.runs[0]["seed"]
-                choosers = {s.label for s in parse_methods(",".join(settings["methods"]))
-                            if METHODS.get(s.method).chooses_ranks and not s.values}
+                choosers = set(budget_labels(parse_methods(",".join(settings["methods"]))))
                 row = next((r for r in found.runs if r["seed"] == first and r["method"] in choosers), found.runs[0])
                 main, comparison = inspect(directory / "runs" / f"{row['method']}-seed{row['seed']}"), found
         else:

@@ -57,7 +57,7 @@ def lora_config(ranks: dict[str, int], norms: list[str], init: str) -> LoraConfi
     from peft.utils.constants import DUMMY_TARGET_MODULES
 
     if init not in INITS:
-        raise ValueError(f"unknown adapter init {init!r} (pearl.init); choose one of: {', '.join(INITS)}")
+        raise ValueError(f"unknown adapter init {init!r}; choose one of: {', '.join(INITS)}")
     targets = [name for name, r in ranks.items() if r > 0]
     pattern = {f"^{re.escape(name)}$": ranks[name] for name in targets}
     return LoraConfig(

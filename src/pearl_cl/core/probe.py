@@ -6,7 +6,7 @@ and return ΔW_l for every adaptable layer l; nothing they do touches the model 
 * ``finetune``: train the copy with all weights free for ``probe_epochs``; ΔW = W_probe − W_ref.
 * ``gradient``: one pass over the task's training data taking each batch's gradient at W_ref
   and feeding it, without moving W_ref, to the configured optimiser (``torch.optim`` Adam or SGD
-  with momentum, as :func:`~pearl_cl.engine.training.make_optimizer` builds it, weight decay left out)
+  with momentum, as :func:`~pearl_cl.learning.training.make_optimizer` builds it, weight decay left out)
   acting on a displacement that starts at 0; ΔW is where that displacement ends: the step one
   epoch of training would take if every batch's gradient kept its value at W_ref (our reading;
   the paper's abstract is silent). Following the optimiser matters: a plain −lr·Σ∇W at Adam's
@@ -27,7 +27,7 @@ from pearl_cl.backbones import adaptable_layers
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.errors import TrainingError
-from pearl_cl.engine.training import FitSettings, fit, make_optimizer
+from pearl_cl.learning.training import FitSettings, fit, make_optimizer
 from pearl_cl.registry import PROBES
 
 

@@ -27,7 +27,8 @@ RANK_RULES = ("residual", "energy", "distance", "fixed")
 
 @dataclass(frozen=True)
 class RankRule:
-    """A rank rule and its parameters (the ``pearl.*`` config knobs).
+    """A rank rule and its parameters (a method's config section names them; errors name the
+    fields bare, e.g. ``epsilon``, for the section to prefix).
 
     Attributes:
         name: one of :data:`RANK_RULES`.
@@ -52,15 +53,15 @@ class RankRule:
 
     def __post_init__(self) -> None:
         if self.name not in RANK_RULES:
-            raise ConfigError(f"unknown rank rule {self.name!r} (pearl.rank_rule); choose one of: {', '.join(RANK_RULES)}")
+            raise ConfigError(f"unknown rank rule {self.name!r}; choose one of: {', '.join(RANK_RULES)}")
         if self.r_min < 0 or self.r_max < max(self.r_min, 1):
-            raise ConfigError(f"need 0 <= pearl.r_min <= pearl.r_max and pearl.r_max >= 1, got r_min={self.r_min}, r_max={self.r_max}")
+            raise ConfigError(f"need 0 <= r_min <= r_max and r_max >= 1, got r_min={self.r_min}, r_max={self.r_max}")
         if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ConfigError(f"pearl.epsilon must be finite and >= 0, got {self.epsilon}")
+            raise ConfigError(f"epsilon must be finite and >= 0, got {self.epsilon}")
         if not 0.0 < self.tau <= 1.0:
-            raise ConfigError(f"pearl.tau must be in (0, 1], got {self.tau}")
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         if self.fixed_rank < 1:
-            raise ConfigError(f"the fixed rank (lora.rank) must be >= 1, got {self.fixed_rank}")
+            raise ConfigError(f"fixed_rank must be >= 1, got {self.fixed_rank}")
 
 
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:

@@ -73,12 +73,13 @@ DATASET_FACTS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
 _MNIST, _FASHION = DATASET_FACTS["mnist"][1:], DATASET_FACTS["fashion-mnist"][1:]
 
 
-def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
-    """Register ``spec`` as a built-in benchmark under its name; returns it."""
-    return BENCHMARKS.add(spec.name, spec)
+def register_benchmark(spec: BenchmarkSpec, default: bool = False) -> BenchmarkSpec:
+    """Register ``spec`` as a built-in benchmark under its name (``default``: the config's
+    default benchmark); returns it."""
+    return BENCHMARKS.add(spec.name, spec, default)
 
 
-register_benchmark(BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST))
+register_benchmark(BenchmarkSpec("split-mnist", "mnist", 5, 2, "class-il", *_MNIST), default=True)
 register_benchmark(BenchmarkSpec("split-fashion-mnist", "fashion-mnist", 5, 2, "class-il", *_FASHION))
 register_benchmark(BenchmarkSpec("permuted-mnist", "mnist", 10, 10, "domain-il", *_MNIST, "permute"))
 register_benchmark(BenchmarkSpec("rotated-mnist", "mnist", 5, 10, "domain-il", *_MNIST, "rotate"))

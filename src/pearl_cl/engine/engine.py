@@ -7,7 +7,7 @@ from the run directory and, for a method with ranks, retried once with larger ra
 every :class:`Hook`: ``after_learn`` (evaluation fills the progress counts), then, once the
 task's record and seconds are in the progress, ``after_task`` (checkpoint, loggers, the
 caller's callback). Training steps reach the hooks' ``on_step`` through
-:func:`~pearl_cl.engine.training.observe_steps`, so no method knows about logging. The engine
+:func:`~pearl_cl.learning.training.observe_steps`, so no method knows about logging. The engine
 knows no method, router or file by name.
 """
 
@@ -16,17 +16,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import Benchmark
-from pearl_cl.engine import distributed
+from pearl_cl.learning import distributed
 from pearl_cl.engine.progress import Progress
 from pearl_cl.engine.restore import load_learner
 from pearl_cl.engine.store import RunStore
-from pearl_cl.engine.training import StepEvent, observe_steps
+from pearl_cl.learning.training import StepEvent, observe_steps
 from pearl_cl.errors import PearlError, TrainingError
 from pearl_cl.methods.learner import Learner
 from pearl_cl.methods.record import TaskRecord
@@ -71,7 +71,8 @@ class Hook:
 
     ``before_run(state)`` once before the first task to learn; ``on_step(state, index, event)``
     after every optimiser step of task ``index`` (probe included) with its
-    :class:`~pearl_cl.engine.training.StepEvent`; ``after_learn(state, index)`` once the task
+    :class:`~pearl_cl.learning.training.StepEvent`; ``on_retry(state, index)`` when the task's
+    first attempt failed its guard and a second starts; ``after_learn(state, index)`` once the task
     passed its guard; ``after_task(state, index)`` once its record and seconds are in
     ``state.progress``; ``on_failure(state, index, error)`` when it failed and was rolled back;
     ``after_run(state)`` after the last task, or after a failure.
@@ -82,6 +83,9 @@ class Hook:
 
     def on_step(self, state: RunState, index: int, event: StepEvent) -> None:
         """Called after every optimiser step of task ``index``."""
+
+    def on_retry(self, state: RunState, index: int) -> None:
+        """Called before the second attempt at task ``index``."""
 
     def after_learn(self, state: RunState, index: int) -> None:
         """Called when task ``index`` is learned and passed its guard."""
@@ -120,18 +124,19 @@ def _attempt(learner: Learner, state: RunState, index: int, rank_factor: int) ->
 
 def _agreed(failure: str | None) -> str | None:
     """``failure``, or, when this process passed but another failed, a reason saying so: every
-    process then rolls back alike (:mod:`pearl_cl.engine.distributed`)."""
+    process then rolls back alike (:mod:`pearl_cl.learning.distributed`)."""
     if distributed.any_process(failure is not None) and failure is None:
         return "it failed in another process (that process prints why)"
     return failure
 
 
-def learn_guarded(state: RunState, index: int) -> Learner:
+def learn_guarded(state: RunState, index: int, hooks: Sequence[Hook] = ()) -> Learner:
     """Learn task ``index`` under the guard (``guard.*``); returns the learner that holds it.
 
     A failed attempt is rolled back by rebuilding the learner from the run directory (tasks
     before ``index``, untouched on disk); a method with ranks then retries once with its ranks
-    times ``guard.rank_factor`` when ``guard.retry`` is set.
+    times ``guard.rank_factor`` when ``guard.retry`` is set, after calling each hook's
+    ``on_retry``.
 
     Raises:
         TrainingError: the task failed (and its retry failed); the run directory, never written
@@ -143,6 +148,8 @@ def learn_guarded(state: RunState, index: int) -> Learner:
         return state.learner
     if config.guard.retry and state.learner.has_ranks and index > 0:  # the reference task has no ranks to enlarge
         learner = load_learner(config, state.bench, store, state.progress)
+        for hook in hooks:
+            hook.on_retry(state, index)
         second = _agreed(_attempt(learner, state, index, config.guard.rank_factor))
         if second is None:
             learner.records[-1].note = f"first attempt failed ({failure}); retried with ranks x{config.guard.rank_factor}"
@@ -178,7 +185,7 @@ def learn_tasks(state: RunState, hooks: list[Hook]) -> RunResult:
             start = time.perf_counter()
             try:
                 with observe_steps(_step_observer(state, i, hooks)):
-                    state.learner = learn_guarded(state, i)
+                    state.learner = learn_guarded(state, i, hooks)
             except PearlError as exc:
                 for hook in hooks:
                     hook.on_failure(state, i, exc)

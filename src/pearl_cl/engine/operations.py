@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pearl_cl.engine import distributed, metrics
+from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import RunResult, RunState, learn_tasks
 from pearl_cl.engine.loggers import keep_steps
 from pearl_cl.engine.outputs import write_outputs
@@ -54,7 +54,7 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
 
     Raises:
         PearlError: not a run directory, a missing or corrupt file, or ``to_task`` outside
-            ``[1, tasks learned]``.
+            ``[1, tasks learned − 1]``.
     """
     opened = open_run(directory)
     learned = opened.progress.learned if opened.progress else 0

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from pearl_cl.config import RunConfig
-from pearl_cl.engine import distributed, metrics
+from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.progress import PROGRESS, Progress
 from pearl_cl.engine.store import RunStore
 from pearl_cl.methods.record import COUNT_KEYS

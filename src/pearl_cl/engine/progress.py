@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from pearl_cl.engine import metrics
+from pearl_cl.learning import metrics
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.engine.store import sha256
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pearl_cl.engine import distributed
+from pearl_cl.learning import distributed
 from pearl_cl.config import RunConfig, config_keys, load_config
 from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
@@ -24,8 +24,8 @@ from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
-# where the data and the starting checkpoint are found; the guard of later tasks
-RESUMABLE_CHANGES = ("data.root", "data.download", "backbone.pretrained", "guard.")
+# where the data and the starting checkpoint are found; the guard and the logs of later tasks
+RESUMABLE_CHANGES = ("data.root", "data.download", "backbone.pretrained", "guard.", "logging.")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pearl_cl.backbones.pretrained import IMAGENET
 from pearl_cl.config import RunConfig, save_config, validate
 from pearl_cl.data.benchmark_file import portable_copy
 from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, benchmark_spec, make_benchmark
-from pearl_cl.engine import distributed, metrics
+from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import Hook, RunResult, RunState, learn_tasks
 from pearl_cl.engine.hooks import Checkpoint, Evaluate, TaskCallback
 from pearl_cl.engine.loggers import StepCSV, TensorBoard
@@ -84,11 +84,13 @@ def deterministic() -> Iterator[None]:
 
 
 def default_hooks(config: RunConfig, directory: Path, on_task: OnTask | None) -> list[Hook]:
-    """The hooks of every run, in order: evaluation, checkpoint, ``steps.csv``, TensorBoard (with
-    ``logging.tensorboard``), then ``on_task``."""
-    hooks: list[Hook] = [Evaluate(), Checkpoint(), StepCSV()]
+    """The hooks of every run, in order: evaluation, ``steps.csv``, TensorBoard (with
+    ``logging.tensorboard``), the checkpoint (whose ``progress.json`` commits the task, so it
+    comes after every file of the task), then ``on_task``."""
+    hooks: list[Hook] = [Evaluate(), StepCSV()]
     if config.logging.tensorboard:
         hooks.append(TensorBoard(directory))
+    hooks.append(Checkpoint())
     if on_task is not None:
         hooks.append(TaskCallback(on_task))
     return hooks

@@ -189,7 +189,7 @@ class RunStore:
 
 class ReplicaStore(RunStore):
     """The run directory as seen by a process other than process 0 under ``torchrun``
-    (:mod:`pearl_cl.engine.distributed`): it writes, records and removes nothing on disk, and reads
+    (:mod:`pearl_cl.learning.distributed`): it writes, records and removes nothing on disk, and reads
     what process 0 wrote, checked against process 0's manifest (re-read for every file).
 
     Our design: one writer per run directory.

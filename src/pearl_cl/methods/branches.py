@@ -12,9 +12,9 @@ import torch
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.engine.evaluation import TaskCounts
-from pearl_cl.engine.metrics import task_accuracy
-from pearl_cl.engine.training import EVAL_BATCH, count_correct
+from pearl_cl.learning.evaluation import TaskCounts
+from pearl_cl.learning.metrics import task_accuracy
+from pearl_cl.learning.training import EVAL_BATCH, count_correct
 from pearl_cl.methods.learner import Learner
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.routers.base import Router, branch_outputs, get_router, route
@@ -86,11 +86,11 @@ class TaskBranches(Learner):
 
     @torch.no_grad()
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
-        """:class:`~pearl_cl.engine.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned, in
+        """:class:`~pearl_cl.learning.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned, in
         order) on its test images, choosing among every branch learned so far with ``router``
         (default ``routing.router``).
 
-        The same counts as :func:`pearl_cl.engine.evaluation.evaluate_tasks` (the same batches through
+        The same counts as :func:`pearl_cl.learning.evaluation.evaluate_tasks` (the same batches through
         the same branches; the ``reference`` router may differ in the last bits of a score), with
         less work: a learned branch never changes (``tests/test_isolation.py``),
         so what each branch predicts and scores on a task's test images is computed once and kept

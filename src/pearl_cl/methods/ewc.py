@@ -85,6 +85,7 @@ class EWC(AnchoredPenalty):
     config_section = EWCConfig
     state_prefix = "ewc"
     marker = "s"
+    order = 30
 
     def strength(self) -> float:
         """λ/2 (``ewc.lambda``)."""

@@ -16,3 +16,4 @@ class Finetune(SingleHead):
     """Sequential training with the expanding head and no protection of earlier tasks."""
 
     marker = "v"
+    order = 10

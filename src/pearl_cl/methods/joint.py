@@ -22,6 +22,7 @@ class Joint(SingleHead):
     """The expanding-head network trained on all data seen so far after every new task."""
 
     marker = "^"
+    order = 20
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -22,7 +22,7 @@ from pearl_cl.errors import PearlError
 if TYPE_CHECKING:
     from pearl_cl.config import RunConfig
     from pearl_cl.data.benchmarks import TaskData
-    from pearl_cl.engine.evaluation import TaskCounts
+    from pearl_cl.learning.evaluation import TaskCounts
     from pearl_cl.methods.record import TaskRecord
 
 
@@ -45,6 +45,8 @@ class Learner(ABC):
         joined_in_plots: its runs at several settings are joined by a line in the
             accuracy-against-parameters plot (a fixed-rank frontier).
         marker, marker_size: matplotlib marker of its point in that plot.
+        order: where it comes in listings and in ``compare``'s default list (ascending; ties
+            by name).
 
     Instance attributes: ``config`` (the run config), ``records`` (one
     :class:`~pearl_cl.methods.record.TaskRecord` per task learned, in order),
@@ -64,6 +66,7 @@ class Learner(ABC):
     joined_in_plots: ClassVar[bool] = False
     marker: ClassVar[str] = "o"
     marker_size: ClassVar[int] = 8
+    order: ClassVar[int] = 100
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> None:
         self.config = config
@@ -95,7 +98,7 @@ class Learner(ABC):
     @classmethod
     def matched_values(cls, budget_run: Any) -> dict[str, Any]:
         """Config values that match this method to the parameters ``budget_run`` (a
-        :class:`~pearl_cl.engine.runner.RunResult` of a rank-choosing method) added per task.
+        :class:`~pearl_cl.engine.engine.RunResult` of a rank-choosing method) added per task.
 
         Raises:
             NotImplementedError: the method has no matched variant.
@@ -153,7 +156,7 @@ class Learner(ABC):
     @abstractmethod
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
         """Test counts of each of ``tasks`` (the first tasks learned, in order) with and without
-        task labels (:class:`~pearl_cl.engine.evaluation.TaskCounts`)."""
+        task labels (:class:`~pearl_cl.learning.evaluation.TaskCounts`)."""
 
     @abstractmethod
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:

@@ -50,6 +50,7 @@ class FixedRankLoRA(Pearl):
     chooses_ranks = False
     joined_in_plots = True
     marker, marker_size = "o", 8
+    order = 70
 
     @classmethod
     def rank_rule(cls, config: RunConfig) -> RankRule:

@@ -50,6 +50,7 @@ class LwF(SingleHead):
 
     config_section = LwFConfig
     marker = "P"
+    order = 50
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -12,6 +12,7 @@ task. Hyper-parameters: the ``pearl.*`` section (:class:`PearlConfig`).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,15 +27,18 @@ from pearl_cl.config import RunConfig
 from pearl_cl.core.adapters import INITS, add_task_adapter, reference_copy, task_parameters
 from pearl_cl.core.model import ContinualModel
 from pearl_cl.core.probe import run_probe
-from pearl_cl.core.rank import LayerRank, RankRule, allocate_ranks, factorise
+from pearl_cl.core.rank import RANK_RULES, LayerRank, RankRule, allocate_ranks, factorise
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.engine import distributed
-from pearl_cl.engine.training import FitStats, fit
+from pearl_cl.learning import distributed
+from pearl_cl.learning.training import FitStats, fit
 from pearl_cl.errors import ConfigError
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 from pearl_cl.registry import METHODS, PROBES
 from pearl_cl.routers.statistics import TaskStatistics
+
+
+RULES = tuple(rule for rule in RANK_RULES if rule != "fixed")  # the rules that size ranks from the probe
 
 
 @dataclass
@@ -57,12 +61,15 @@ class PearlConfig:
         """The validated :class:`~pearl_cl.core.rank.RankRule` these knobs describe.
 
         Raises:
-            ConfigError: unknown rule or bounds out of range.
+            ConfigError: unknown rule or bounds out of range (names the ``pearl.*`` key).
         """
-        if self.rank_rule == "fixed":
-            raise ConfigError("pearl.rank_rule=fixed is the fixed-rank LoRA baseline: run --method lora with "
-                              "--set lora.rank=K instead")
-        return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau)
+        if self.rank_rule not in RULES:
+            hint = " (one rank for every layer is --method lora --set lora.rank=K)" if self.rank_rule in RANK_RULES else ""
+            raise ConfigError(f"unknown rank rule {self.rank_rule!r} (pearl.rank_rule); choose one of: {', '.join(RULES)}{hint}")
+        try:
+            return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau)
+        except ConfigError as exc:
+            raise ConfigError(re.sub(r"\b(r_min|r_max|epsilon|tau)\b", r"pearl.\1", str(exc))) from exc
 
     def check(self, config: RunConfig) -> None:
         """Raise :class:`ConfigError` naming the first ``pearl.*`` key out of range."""
@@ -102,6 +109,7 @@ class Pearl(TaskBranches):
     has_ranks = True  # a failed task can be retried with larger ranks
     chooses_ranks = True
     marker, marker_size = "*", 14
+    order = 80
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
         super().__init__(config, image_shape, n_classes)

@@ -16,7 +16,7 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
-from pearl_cl.engine.training import fit
+from pearl_cl.learning.training import fit
 from pearl_cl.registry import METHODS
 from pearl_cl.routers.statistics import TaskStatistics
 
@@ -54,6 +54,7 @@ class SeparateNetworks(TaskBranches):
     """
 
     marker = "X"
+    order = 60
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
         super().__init__(config, image_shape, n_classes)

@@ -49,6 +49,7 @@ class SI(AnchoredPenalty):
     config_section = SIConfig
     state_prefix = "si"
     marker = "D"
+    order = 40
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -23,9 +23,9 @@ from torch import nn
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.engine.evaluation import TaskCounts, evaluate_tasks
-from pearl_cl.engine.metrics import task_accuracy
-from pearl_cl.engine.training import EVAL_BATCH, count_correct, fit
+from pearl_cl.learning.evaluation import TaskCounts, evaluate_tasks
+from pearl_cl.learning.metrics import task_accuracy
+from pearl_cl.learning.training import EVAL_BATCH, count_correct, fit
 from pearl_cl.methods.learner import Learner
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 
@@ -75,7 +75,7 @@ class SingleHead(Learner):
         super().__init__(config, image_shape, n_classes)
         self.net = Classifier(config.backbone.build(image_shape), n_classes)
         self.active: list[int] = []  # global class of each active head unit, in the order first seen
-        self.task_classes: dict[str, tuple[int, ...]] = {}  # identifies_tasks: False once two tasks share a class (domain-IL)
+        self.task_classes: dict[str, tuple[int, ...]] = {}  # (identifies_tasks turns False once two tasks share a class: domain-IL)
 
     @property
     def backbone_parameters(self) -> int:
@@ -204,7 +204,7 @@ class SingleHead(Learner):
         return pred, self._owner()[pred]
 
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
-        """:class:`~pearl_cl.engine.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned),
+        """:class:`~pearl_cl.learning.evaluation.TaskCounts` of each of ``tasks`` (the first tasks learned),
         every image afresh: the network changes with every task."""
         return evaluate_tasks(self, tasks, router)
 

@@ -13,6 +13,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.statistics import TaskStatistics, joint_features, reference_features, _features
 
@@ -56,7 +57,15 @@ class Router:
         raise NotImplementedError(f"{self.name} is a per-branch router: use score()")
 
     def calibrated(self, raw: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
-        """``(N,)`` raw scores standardised with the task's validation mean and std."""
+        """``(N,)`` raw scores standardised with the task's validation mean and std.
+
+        Raises:
+            ConfigError: the task's statistics hold no calibration for this router (the task
+                was learned before the router was registered).
+        """
+        if self.name not in stats.calibration:
+            raise ConfigError(f"the saved task statistics have no calibration for router {self.name!r} (the run was "
+                              f"learned without it); choose routing.router from: {', '.join(sorted(stats.calibration))}")
         mean, std = stats.calibration[self.name]
         return (raw.double() - mean) / std
 

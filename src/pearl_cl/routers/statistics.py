@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pearl_cl.engine.training import EVAL_BATCH
+from pearl_cl.learning.training import EVAL_BATCH
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
 

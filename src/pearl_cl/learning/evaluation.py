@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.engine.training import EVAL_BATCH
+from pearl_cl.learning.training import EVAL_BATCH
 
 
 class TaskCounts(NamedTuple):

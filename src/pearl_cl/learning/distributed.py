@@ -7,7 +7,7 @@ already uses NCCL for any CUDA tensor.
 tensors where CUDA exists. Every process loads the same benchmark from the same seed and holds
 the whole model; what differs is which images each trains on:
 
-* **Training** (:func:`pearl_cl.engine.training.fit`): every process draws the same seeded order of the
+* **Training** (:func:`pearl_cl.learning.training.fit`): every process draws the same seeded order of the
   task's images, so every process knows every global batch of ``train.batch_size`` images;
   process ``r`` of ``N`` trains on rows ``r, r + N, …`` of each (a last batch of fewer than
   ``2N`` images joins the one before, so every process gets at least two). Gradients are

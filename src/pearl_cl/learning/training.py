@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pearl_cl.engine import distributed
+from pearl_cl.learning import distributed
 from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
 from pearl_cl.data.batches import batch_rows, iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
@@ -138,7 +138,7 @@ def fit(
     regulariser or distillation term, see :mod:`pearl_cl.methods`); ``after_step()`` is called
     after each optimiser step, with the step's gradients still in place.
 
-    Under ``torchrun`` with N processes (:mod:`pearl_cl.engine.distributed`) every process draws the
+    Under ``torchrun`` with N processes (:mod:`pearl_cl.learning.distributed`) every process draws the
     same global batches, trains on its N-th of each with gradients averaged by
     DistributedDataParallel, and ends with the same model on every process (process 0's
     parameters, BatchNorm statistics averaged over processes); the returned loss is over all
@@ -174,7 +174,7 @@ def fit(
                 logits = step_forward(xb)
                 if processes == 1:
                     loss = nn.functional.cross_entropy(logits, yb)
-                else:  # averaged over processes, the global batch's mean loss (pearl_cl.engine.distributed)
+                else:  # averaged over processes, the global batch's mean loss (pearl_cl.learning.distributed)
                     loss = nn.functional.cross_entropy(logits, yb, reduction="sum") * (processes / len(rows))
                 if extra_loss is not None:
                     loss = loss + extra_loss(xb, logits)
