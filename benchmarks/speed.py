@@ -6,8 +6,10 @@ For each backbone (``backbones=resnet18,mlp``) on split-mnist with the default c
 1. training throughput (images/s) of a task's adapter phase (task 2's adapter, ranks from the
    finetune probe) against full fine-tuning of the same backbone (a copy of W_ref with a fresh
    head), same batch size and data;
-2. the cost of each probe (finetune, gradient) and of the rank step, as a share of the task's
-   time (the wall time of ``Pearl.learn`` on task 2, router statistics included);
+2. the cost of choosing ranks — each probe (finetune, gradient) with the residual rule, and the
+   budget rule with each proximity measure (linear-probe, gradient; zero init, no probe) — and
+   of the rank step, as a share of the task's time (the wall time of ``Pearl.learn`` on task 2,
+   router statistics included);
 3. Task-IL inference with the adapter unmerged, merged, and the bare backbone;
 4. class-/domain-IL inference per router against Task-IL inference for T = 5, 10, 20 tasks
    (``permuted-mnist`` cut into 20 tasks of 256 training images, 230 after the validation split:
@@ -47,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pearl_cl import load_config
 from pearl_cl.core.adapters import merged_copy, reference_copy, task_parameters
-from pearl_cl.config import RunConfig
+from pearl_cl.config import RunConfig, apply
 from pearl_cl.data.benchmarks import split_tasks
 from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods.pearl import Pearl
@@ -79,36 +81,53 @@ def show(header: list[str], rows: list[list[str]]) -> None:
     print(text_table(header, rows))
 
 
-def with_probe(config: RunConfig, probe: str) -> RunConfig:
-    return dataclasses.replace(config, pearl=dataclasses.replace(config.pearl, probe=probe))
+VARIANTS = {  # section 2: how PEARL chooses ranks → the config values that say so
+    "finetune probe, residual": {"pearl.probe": "finetune"},
+    "gradient probe, residual": {"pearl.probe": "gradient"},
+    "budget, linear-probe, zero init": {"pearl.rank_rule": "budget", "pearl.proximity": "linear-probe", "pearl.init": "zero"},
+    "budget, gradient, zero init": {"pearl.rank_rule": "budget", "pearl.proximity": "gradient", "pearl.init": "zero"},
+}
+
+
+def with_values(config: RunConfig, values: dict) -> RunConfig:
+    """A copy of ``config`` with the dotted-key ``values`` applied."""
+    new = copy.deepcopy(config)
+    for key, value in values.items():
+        apply(new, key, value)
+    return new
 
 
 def learn_two(config: RunConfig) -> tuple[object, dict[str, Pearl], dict[str, float]]:
-    """The benchmark, a learner per probe after tasks 1 and 2, and each one's task-2 wall seconds."""
+    """The benchmark, a learner per :data:`VARIANTS` entry after tasks 1 and 2 (the reference task
+    learned once and restored into each), and each one's task-2 wall seconds."""
     torch.manual_seed(config.seed)
     bench = benchmark_for(config)
     base = Pearl(config, bench.image_shape)
     base.learn(bench.tasks[0], config.seed * 1000)
+    reference = base.records[0]
     learners, seconds = {}, {}
-    for probe in ("finetune", "gradient"):
-        learner = copy.deepcopy(base)
-        learner.config = with_probe(config, probe)
+    for name, values in VARIANTS.items():
+        learner = Pearl(with_values(config, values), bench.image_shape)
+        learner.restore(bench.tasks[0], base.task_tensors(reference.task), reference)
         start = time.perf_counter()
         learner.learn(bench.tasks[1], config.seed * 1000 + 1)
-        learners[probe], seconds[probe] = learner, time.perf_counter() - start
+        learners[name], seconds[name] = learner, time.perf_counter() - start
     return bench, learners, seconds
 
 
 def probe_shares(learners: dict[str, Pearl], seconds: dict[str, float]) -> None:
-    print("2. task 2's time by step (share of Pearl.learn's wall time)")
+    print("2. task 2's time by step (share of Pearl.learn's wall time): probe = copying W_ref, probe and proximity "
+          "measure, rank rule, SVD; rank step = building the adapter and head")
     rows = []
-    for probe, learner in learners.items():
-        s, total = learner.records[-1].seconds, seconds[probe]
+    for variant, learner in learners.items():
+        s, total = learner.records[-1].seconds, seconds[variant]
         rest = total - s["probe"] - s["rank"] - s["train"]
         ranks = learner.records[-1].ranks.values()
-        rows.append([probe, f"{total:.2f}", *(f"{100 * v / total:.1f}%" for v in (s["probe"], s["rank"], s["train"], rest)),
-                     str(sum(r.rank for r in ranks)), f"{learner.records[-1].parameters['adapter']:,}"])
-    show(["probe", "task s", "probe", "rank step", "adapter training", "statistics+val", "rank sum", "LoRA params"], rows)
+        rows.append([variant, f"{total:.2f}", *(f"{100 * v / total:.1f}%" for v in (s["probe"], s["rank"], s["train"], rest)),
+                     f"{100 * (s['probe'] + s['rank']) / total:.1f}%", str(sum(r.rank for r in ranks)),
+                     f"{learner.records[-1].parameters['adapter']:,}"])
+    show(["variant", "task s", "probe", "rank step", "adapter training", "statistics+val", "probe+rank", "rank sum",
+          "LoRA params"], rows)
 
 
 def training_calls(learner: Pearl, task, config: RunConfig) -> tuple[dict[str, Callable[[], object]], dict[str, tuple], int]:
@@ -185,7 +204,7 @@ def routers_against_tasks(config: RunConfig) -> None:
     images = DATASETS[spec.dataset](data_root=config.data.root, download=False)
     tasks = split_tasks(images, spec, config.seed, train_per_task=256, test_per_task=128)
     torch.manual_seed(config.seed)
-    learner = Pearl(with_probe(config, "gradient"), images.image_shape)
+    learner = Pearl(with_values(config, {"pearl.probe": "gradient"}), images.image_shape)
     timed = tasks[:5]  # the same 640 images at every T
     rows = {r: [] for r in ("Task-IL images/s", *ROUTERS)}
     for i, task in enumerate(tasks):
@@ -261,9 +280,9 @@ def main(args: list[str]) -> None:
             if 2 in sections:
                 probe_shares(learners, seconds)
             if 3 in sections:  # before the timed training below moves task 2's adapter
-                inference(learners["finetune"], bench.tasks[1])
+                inference(learners["finetune probe, residual"], bench.tasks[1])
             if sections & {1, 7}:
-                throughput_and_flops(learners["finetune"], bench.tasks[1], config, sections)
+                throughput_and_flops(learners["finetune probe, residual"], bench.tasks[1], config, sections)
         if 4 in sections:
             routers_against_tasks(config)
         if sections & {5, 6}:

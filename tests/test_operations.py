@@ -267,11 +267,15 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path, capsys):
     assert blocker.read_text() == ""
 
 
-@pytest.mark.parametrize("method", ["finetune", "joint", "ewc", "si", "lwf", "separate", "lora"])
-def test_every_method_resumes_from_its_saved_state_to_the_same_numbers(method, tmp_path):
+@pytest.mark.parametrize("method, values", [("finetune", {}), ("joint", {}), ("ewc", {}), ("si", {}), ("lwf", {}),
+                                            ("separate", {}), ("lora", {}),
+                                            ("pearl", {"pearl__rank_rule": "budget", "pearl__init": "zero"})])
+def test_every_method_resumes_from_its_saved_state_to_the_same_numbers(method, values, tmp_path):
     """Rollback to task 2, then resume: the restored state (EWC's Fisher, SI's importances, LwF's
-    old network, Joint's data, Separate's networks, LoRA's adapters) gives the uninterrupted run."""
-    full = run(_config(tmp_path / "full", method=method, backbone__name="mlp", train__epochs=1, train__reference_epochs=1))
+    old network, Joint's data, Separate's networks, LoRA's adapters, the budget rule's baseline)
+    gives the uninterrupted run."""
+    full = run(_config(tmp_path / "full", method=method, backbone__name="mlp", train__epochs=1, train__reference_epochs=1,
+                       **values))
     copy = tmp_path / "copy"
     shutil.copytree(full.directory, copy)
     rollback(copy, 2)

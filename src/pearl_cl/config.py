@@ -40,7 +40,9 @@ class DataConfig:
     ``root``: torchvision layout folder (None: offline packages only); ``download``: allow a
     torchvision download; ``val_fraction``: share of each task's training images held out for
     validation; ``shuffle_classes``: permute the class order with the seed;
-    ``train_per_task`` / ``test_per_task``: cap images per task (None: all).
+    ``train_per_task`` / ``test_per_task``: cap images per task (None: all);
+    ``first_task_classes`` / ``classes_per_task``: re-cut a class-split benchmark into a first
+    task of that many classes and later tasks of ``classes_per_task`` (None: the benchmark's own).
     """
 
     root: str | None = None
@@ -49,6 +51,8 @@ class DataConfig:
     shuffle_classes: bool = False
     train_per_task: int | None = None
     test_per_task: int | None = None
+    first_task_classes: int | None = None
+    classes_per_task: int | None = None
 
 
 @dataclass

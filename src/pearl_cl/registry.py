@@ -157,3 +157,7 @@ BENCHMARKS: Registry[Any] = Registry("benchmark", "benchmark", "pearl_cl.data.sp
 
 PROBES: Registry[Any] = Registry("probe", "pearl.probe", "pearl_cl.core.probe")
 """Proximity probes: name → function ``(reference, task, settings, seed) -> {layer: ΔW}``."""
+
+PROXIMITIES: Registry[Any] = Registry("proximity", "pearl.proximity", "pearl_cl.core.proximity")
+"""Task-level proximity measures: name → function ``(reference, task, settings, seed) ->``
+:class:`~pearl_cl.core.proximity.Proximity`."""

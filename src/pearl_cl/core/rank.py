@@ -8,7 +8,10 @@ displacement ``ΔW = W_probe − W_ref``, both reshaped to ``(out, in·kh·kw)``
 * ``residual``: smallest r with ‖ΔW − [ΔW]_r‖_F ≤ ε·‖W_ref‖_F;
 * ``energy``: smallest r with Σ_{i≤r} σ_i² ≥ τ·Σ_i σ_i²;
 * ``distance``: r = ⌈r_max · p_l / max_k p_k⌉ with proximity p_l = ‖ΔW_l‖_F / ‖W_ref,l‖_F;
-* ``fixed``: the same rank for every layer (fixed-rank LoRA baseline).
+* ``fixed``: the same rank for every layer (fixed-rank LoRA baseline);
+* ``budget``: two steps from a task-level proximity p (:mod:`pearl_cl.core.proximity`, not ΔW):
+  the task's total rank ``ceil(L · r_max · min(1, p / saturation))`` over its L layers
+  (:func:`task_budget`), split over the layers by each layer's share (:func:`split_budget`).
 
 Every rule is then clipped to ``[r_min, min(r_max, out, in·kh·kw)]``.
 """
@@ -22,7 +25,7 @@ import torch
 
 from pearl_cl.errors import ConfigError
 
-RANK_RULES = ("residual", "energy", "distance", "fixed")
+RANK_RULES = ("residual", "energy", "distance", "fixed", "budget")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class RankRule:
             gave 97.6 / 96.8 / 97.3 / 96.3%), so 0.2 is chosen for its cost, not its accuracy.
         tau: ``energy`` fraction of Σσ² to keep, in (0, 1].
         fixed_rank: the ``fixed`` rule's rank.
+        saturation: the ``budget`` rule's proximity at which the average layer gets ``r_max``.
     """
 
     name: str = "residual"
@@ -50,6 +54,7 @@ class RankRule:
     epsilon: float = 0.2
     tau: float = 0.9
     fixed_rank: int = 4
+    saturation: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in RANK_RULES:
@@ -62,6 +67,8 @@ class RankRule:
             raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         if self.fixed_rank < 1:
             raise ConfigError(f"fixed_rank must be >= 1, got {self.fixed_rank}")
+        if not (math.isfinite(self.saturation) and self.saturation > 0):
+            raise ConfigError(f"saturation must be finite and > 0, got {self.saturation}")
 
 
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -125,6 +132,55 @@ def distance_ranks(proximities: dict[str, float], r_max: int) -> dict[str, int]:
     return {name: math.ceil(r_max * p / largest - 1e-9) for name, p in proximities.items()}
 
 
+def task_budget(proximity: float, n_layers: int, r_max: int, saturation: float) -> int:
+    """A task's total rank over its ``n_layers`` adaptable layers from its task-level proximity:
+    ``ceil(n_layers · r_max · min(1, proximity / saturation))`` — no rank at proximity 0, the
+    average layer at ``r_max`` once the proximity reaches ``saturation`` (our design; the mapping
+    docs/method.md measures)."""
+    if not proximity > 0 or n_layers == 0:
+        return 0
+    return math.ceil(n_layers * r_max * min(1.0, proximity / saturation) - 1e-9)
+
+
+def split_budget(budget: int, shares: dict[str, float], caps: dict[str, int]) -> dict[str, int]:
+    """Split a total rank ``budget`` over layers in proportion to ``shares`` (≥ 0), no layer above
+    its cap (its ``min(r_max, shape)``): largest remainders round the proportional split, and what
+    a capped layer cannot take goes to the others by their shares (water-filling).
+
+    Returns layer name → rank, summing to ``min(budget, Σ caps)``; layers of share 0 get rank
+    only when every layer with a share is capped. Our design.
+
+    Raises:
+        ValueError: ``shares`` and ``caps`` name different layers, or a negative share or cap.
+    """
+    if shares.keys() != caps.keys():
+        raise ValueError(f"shares and caps name different layers: {sorted(set(shares) ^ set(caps))}")
+    if any(v < 0 for v in shares.values()) or any(c < 0 for c in caps.values()):
+        raise ValueError("shares and caps must be >= 0")
+    ranks = {name: 0 for name in shares}
+    left = min(budget, sum(caps.values()))
+    while left > 0:
+        open_layers = [n for n in shares if ranks[n] < caps[n]]
+        weights = {n: shares[n] for n in open_layers if shares[n] > 0} or {n: 1.0 for n in open_layers}
+        total = sum(weights.values())
+        exact = {n: left * w / total for n, w in weights.items()}
+        give = {n: min(int(math.floor(exact[n])), caps[n] - ranks[n]) for n in weights}
+        spare = left - sum(give.values())
+        for n in sorted(weights, key=lambda n: exact[n] - math.floor(exact[n]), reverse=True):
+            if spare == 0:
+                break
+            if ranks[n] + give[n] < caps[n]:
+                give[n] += 1
+                spare -= 1
+        for n, g in give.items():
+            ranks[n] += g
+        given = sum(give.values())
+        if given == 0:
+            break
+        left -= given
+    return ranks
+
+
 def clip_rank(rank: int, rule: RankRule, shape: tuple[int, int]) -> int:
     """Clip ``rank`` to ``[r_min, min(r_max, out, in·kh·kw)]`` for a matrix of ``shape``."""
     upper = min(rule.r_max, *shape)
@@ -172,6 +228,8 @@ def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.
         if delta.shape != references[name].shape:
             raise ValueError(f"layer {name}: delta shape {tuple(delta.shape)} != reference shape {tuple(references[name].shape)}")
         prox[name] = proximity(delta, references[name])
+    if rule.name == "budget":
+        raise ValueError("the budget rule sizes ranks from a task-level proximity: use budget_ranks")
     if rule.name == "distance":
         raw = distance_ranks(prox, rule.r_max)
     elif rule.name == "fixed":
@@ -190,6 +248,23 @@ def allocate_ranks(deltas: dict[str, torch.Tensor], references: dict[str, torch.
         shape = tuple(as_matrix(delta).shape)
         result[name] = LayerRank(name, shape, prox[name], clip_rank(raw[name], rule, shape))
     return result
+
+
+def budget_ranks(proximity: float, shares: dict[str, float], shapes: dict[str, tuple[int, int]],
+                 rule: RankRule) -> dict[str, LayerRank]:
+    """The ``budget`` rule: the task's total rank from its ``proximity`` (:func:`task_budget`),
+    split over the layers of matrix ``shapes`` ``(out, in·kh·kw)`` by ``shares``
+    (:func:`split_budget`, each layer capped at ``min(r_max, out, in·kh·kw)``), then raised to
+    ``r_min`` where it is below. Each :class:`LayerRank` records the layer's share as its
+    proximity.
+
+    Raises:
+        ValueError: ``shares`` and ``shapes`` name different layers.
+    """
+    caps = {name: min(rule.r_max, *shape) for name, shape in shapes.items()}
+    ranks = split_budget(task_budget(proximity, len(shapes), rule.r_max, rule.saturation), shares, caps)
+    return {name: LayerRank(name, tuple(shapes[name]), shares[name], max(ranks[name], min(rule.r_min, caps[name])))
+            for name in shapes}
 
 
 def fixed_rank_parameters(shapes: list[tuple[int, int]], rank: int) -> int:

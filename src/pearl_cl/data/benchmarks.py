@@ -138,16 +138,22 @@ def split_tasks(
     shuffle_classes: bool = False,
     train_per_task: int | None = None,
     test_per_task: int | None = None,
+    first_task_classes: int | None = None,
+    classes_per_task: int | None = None,
 ) -> tuple[TaskData, ...]:
     """Cut ``images`` into ``spec.n_tasks`` tasks: ``spec.classes_per_task`` disjoint classes
     each (class split), or every class under a per-task :func:`shift_images` (domain shift).
+    ``first_task_classes`` and ``classes_per_task`` re-cut a class split's classes (in their
+    seeded order): the first task takes ``first_task_classes`` (default: ``classes_per_task``),
+    every later task ``classes_per_task`` (default: the spec's), the last what is left.
 
     ``val_fraction`` of each task's (possibly capped) training images become its validation
     split, chosen with ``seed``. ``train_per_task`` / ``test_per_task`` cap the images per task
     (a seeded random subset) for quick runs; None keeps all.
 
     Raises:
-        ConfigError: ``val_fraction`` outside [0, 1), or a cap below 1.
+        ConfigError: ``val_fraction`` outside [0, 1), a cap below 1, or a re-cut of a domain-IL
+            or user-defined benchmark, or one that leaves fewer than two tasks.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}; try data.val_fraction=0.1")
@@ -160,10 +166,9 @@ def split_tasks(
     if domain:
         n_classes = spec.classes_per_task
     order = torch.randperm(n_classes, generator=generator) if shuffle_classes and not domain else torch.arange(n_classes)
+    groups = recut(spec, order.tolist(), first_task_classes, classes_per_task)
     tasks = []
-    for t in range(spec.n_tasks):
-        first = 0 if domain else t * spec.classes_per_task
-        classes = spec.task_classes[t] if spec.task_classes else tuple(int(c) for c in order[first : first + spec.classes_per_task])
+    for t, classes in enumerate(groups):
         lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(len(classes))
 
@@ -183,6 +188,35 @@ def split_tasks(
     return tuple(tasks)
 
 
+def recut(spec: BenchmarkSpec, order: list[int], first_task_classes: int | None,
+          classes_per_task: int | None) -> list[tuple[int, ...]]:
+    """Each task's classes: the spec's own tasks, or ``order`` re-cut (see :func:`split_tasks`).
+
+    Raises:
+        ConfigError: a re-cut of a domain-IL or user-defined benchmark, a size below 1, or fewer
+            than two tasks.
+    """
+    if first_task_classes is None and classes_per_task is None:
+        if spec.task_classes:
+            return list(spec.task_classes)
+        if spec.shift != "none":
+            return [tuple(order)] * spec.n_tasks
+        size = spec.classes_per_task
+        return [tuple(order[t * size : (t + 1) * size]) for t in range(spec.n_tasks)]
+    if spec.shift != "none" or spec.task_classes:
+        raise ConfigError(f"data.first_task_classes and data.classes_per_task re-cut a class split; {spec.name} "
+                          f"{'is domain-incremental' if spec.shift != 'none' else 'lists its own tasks'}: leave them null")
+    later = classes_per_task or spec.classes_per_task
+    first = first_task_classes or later
+    for key, value in (("data.first_task_classes", first), ("data.classes_per_task", later)):
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+    if first >= len(order):
+        raise ConfigError(f"data.first_task_classes={first} leaves no class for a second task ({spec.name} has "
+                          f"{len(order)} classes); choose fewer")
+    return [tuple(order[:first])] + [tuple(order[s : s + later]) for s in range(first, len(order), later)]
+
+
 def make_benchmark(
     name: str,
     seed: int,
@@ -192,11 +226,14 @@ def make_benchmark(
     shuffle_classes: bool = False,
     train_per_task: int | None = None,
     test_per_task: int | None = None,
+    first_task_classes: int | None = None,
+    classes_per_task: int | None = None,
 ) -> Benchmark:
-    """Load benchmark ``name`` (a key of :data:`BENCHMARKS`) and cut it into tasks.
+    """Load benchmark ``name`` (a registered name or a benchmark file) and cut it into tasks
+    (:func:`split_tasks`).
 
     Raises:
-        ConfigError: unknown benchmark name.
+        ConfigError: unknown benchmark name, or bad split settings.
         DataError: the dataset cannot be found (see :mod:`pearl_cl.data.sources`).
     """
     spec = benchmark_spec(name)
@@ -205,5 +242,6 @@ def make_benchmark(
         spec = dataclasses.replace(spec, **pixel_statistics(images.train_images, images.train_labels, spec.task_classes))
     else:
         images = DATASETS[spec.dataset](data_root=data_root, download=download)
-    tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task)
+    tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task,
+                        first_task_classes, classes_per_task)
     return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source)

@@ -28,6 +28,7 @@ import torch
 
 from pearl_cl.data.animal import load_animal_mnist
 from pearl_cl.data.cifar import load_cifar10, load_cifar100
+from pearl_cl.data.graded import load_graded
 from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
 from pearl_cl.data.tinyimagenet import load_tinyimagenet
 from pearl_cl.errors import DataError
@@ -216,7 +217,12 @@ def load_mixed(data_root: str | Path | None = None, download: bool = False) -> I
     )
 
 
+def _load_graded(data_root: str | Path | None = None, download: bool = False) -> ImageSet:
+    """The graded-distance dataset of :mod:`pearl_cl.data.graded`."""
+    return load_graded(DATASETS, data_root, download)
+
+
 DATASETS: dict[str, Callable[..., ImageSet]] = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
                                                 "animal-mnist": load_animal_mnist, "mixed": load_mixed,
-                                                "cifar10": load_cifar10, "cifar100": load_cifar100,
-                                                "tinyimagenet": load_tinyimagenet}
+                                                "graded": _load_graded, "cifar10": load_cifar10,
+                                                "cifar100": load_cifar100, "tinyimagenet": load_tinyimagenet}

@@ -55,7 +55,7 @@ def benchmark_for(config: RunConfig) -> Benchmark:
     """
     d = config.data
     return make_benchmark(config.benchmark, config.seed, d.root, d.download, d.val_fraction, d.shuffle_classes,
-                          d.train_per_task, d.test_per_task)
+                          d.train_per_task, d.test_per_task, d.first_task_classes, d.classes_per_task)
 
 
 def fresh_progress(bench: Benchmark) -> Progress:

@@ -12,6 +12,7 @@ task. Hyper-parameters: the ``pearl.*`` section (:class:`PearlConfig`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
@@ -27,18 +28,18 @@ from pearl_cl.config import RunConfig
 from pearl_cl.core.adapters import INITS, add_task_adapter, reference_copy, task_parameters
 from pearl_cl.core.model import ContinualModel
 from pearl_cl.core.probe import run_probe
-from pearl_cl.core.rank import RANK_RULES, LayerRank, RankRule, allocate_ranks, factorise
+from pearl_cl.core.rank import RANK_RULES, LayerRank, RankRule, allocate_ranks, as_matrix, budget_ranks, factorise
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.learning import distributed
 from pearl_cl.learning.training import FitStats, fit
 from pearl_cl.errors import ConfigError
 from pearl_cl.methods.branches import TaskBranches
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
-from pearl_cl.registry import METHODS, PROBES
+from pearl_cl.registry import METHODS, PROBES, PROXIMITIES
 from pearl_cl.routers.statistics import TaskStatistics
 
 
-RULES = tuple(rule for rule in RANK_RULES if rule != "fixed")  # the rules that size ranks from the probe
+RULES = tuple(rule for rule in RANK_RULES if rule != "fixed")  # the rules that size ranks per task
 
 
 @dataclass
@@ -46,7 +47,11 @@ class PearlConfig:
     """PEARL's probe, rank rule and adapter initialisation: ``probe`` (a registered probe) runs
     ``probe_epochs`` passes from W_ref; ``rank_rule`` (residual | energy | distance) with
     ``r_min``, ``r_max``, ``epsilon`` (residual) and ``tau`` (energy) turns its displacement into
-    ranks (:class:`~pearl_cl.core.rank.RankRule` documents the defaults); ``init`` is svd | zero."""
+    ranks; ``budget`` instead sizes the task's total rank from the registered ``proximity``
+    measure, relative to the reference task's own, reaching ``r_max`` per layer on average at
+    ``saturation``, and splits it by the measure's layer shares
+    (:class:`~pearl_cl.core.rank.RankRule` documents the defaults); ``init`` is svd (from the
+    probe's displacement) | zero."""
 
     probe: str = "finetune"
     probe_epochs: int = 1
@@ -55,6 +60,8 @@ class PearlConfig:
     r_max: int = RankRule.r_max
     epsilon: float = RankRule.epsilon
     tau: float = RankRule.tau
+    proximity: str = "linear-probe"
+    saturation: float = RankRule.saturation
     init: str = "svd"
 
     def to_rank_rule(self) -> RankRule:
@@ -67,13 +74,14 @@ class PearlConfig:
             hint = " (one rank for every layer is --method lora --set lora.rank=K)" if self.rank_rule in RANK_RULES else ""
             raise ConfigError(f"unknown rank rule {self.rank_rule!r} (pearl.rank_rule); choose one of: {', '.join(RULES)}{hint}")
         try:
-            return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau)
+            return RankRule(self.rank_rule, self.r_min, self.r_max, self.epsilon, self.tau, saturation=self.saturation)
         except ConfigError as exc:
-            raise ConfigError(re.sub(r"\b(r_min|r_max|epsilon|tau)\b", r"pearl.\1", str(exc))) from exc
+            raise ConfigError(re.sub(r"\b(r_min|r_max|epsilon|tau|saturation)\b", r"pearl.\1", str(exc))) from exc
 
     def check(self, config: RunConfig) -> None:
         """Raise :class:`ConfigError` naming the first ``pearl.*`` key out of range."""
         PROBES.get(self.probe)
+        PROXIMITIES.get(self.proximity)
         if self.init not in INITS:
             raise ConfigError(f"unknown pearl.init {self.init!r}; choose one of: {', '.join(INITS)}")
         self.to_rank_rule()
@@ -114,6 +122,7 @@ class Pearl(TaskBranches):
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int], n_classes: int = 0) -> None:
         super().__init__(config, image_shape, n_classes)
         self.rule = self.rank_rule(config)
+        self.baseline = 0.0  # the budget rule's proximity of the reference task to itself
         self.model = ContinualModel(config.backbone.build(image_shape))
 
     @staticmethod
@@ -156,19 +165,46 @@ class Pearl(TaskBranches):
         self.model.reference_task = task.name
         params, stats = self._fit(task, "train.reference_epochs", "train.lr", seed, "reference")
         self.model.backbone.requires_grad_(False)
+        self._measure_baseline(task, seed)
         return TaskRecord(task.name, task.classes, True, {}, _parameter_counts(params),
                           {"probe": 0.0, "rank": 0.0, "train": stats.seconds}, stats.final_loss)
+
+    def _probe_settings(self):
+        return self.config.fit_settings("pearl.probe_epochs", "train.lr", iterations=False)
+
+    def _measure_baseline(self, task: TaskData, seed: int) -> None:
+        """The budget rule's baseline: the proximity measure on the reference task itself,
+        subtracted from every later task's. It is measured on the reference task's validation
+        images (its training images when it has fewer than 20): the reference weights were
+        trained on its training images, whose features are therefore closer than any new
+        images of the same distribution."""
+        if self.rule.name == "budget":
+            measure = PROXIMITIES.get(self.config.pearl.proximity)
+            unseen = task if len(task.val_y) < 20 else dataclasses.replace(task, train_x=task.val_x, train_y=task.val_y)
+            self.baseline = measure(reference_copy(self.model), unseen, self._probe_settings(), seed).task
+
+    def _choose_ranks(self, task: TaskData, reference: torch.nn.Module, seed: int) -> tuple[dict[str, LayerRank], dict | None]:
+        """The rank of every layer for ``task`` and, for ``init=svd``, the SVDs of the probe's
+        displacement (which the residual and energy rules also read)."""
+        cfg = self.config.pearl
+        needs_probe = self.rule.name != "budget" or cfg.init == "svd"
+        deltas = run_probe(cfg.probe, reference, task, self._probe_settings(), seed) if needs_probe else None
+        svds = {name: factorise(delta) for name, delta in deltas.items()} if cfg.init == "svd" else None
+        weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
+        if self.rule.name == "budget":
+            measured = PROXIMITIES.get(cfg.proximity)(reference, task, self._probe_settings(), seed)
+            shapes = {name: tuple(as_matrix(w).shape) for name, w in weights.items()}
+            return budget_ranks(max(0.0, measured.task - self.baseline), measured.layers, shapes, self.rule), svds
+        spectra = {name: svd.S for name, svd in svds.items()} if svds else None  # one SVD serves rule and init
+        return allocate_ranks(deltas, weights, self.rule, spectra), svds
 
     def _learn_adapter(self, task: TaskData, seed: int, rank_factor: int) -> TaskRecord:
         cfg = self.config.pearl
         start = time.perf_counter()
         reference = reference_copy(self.model)
-        deltas = run_probe(cfg.probe, reference, task, self.config.fit_settings("pearl.probe_epochs", "train.lr", iterations=False), seed)
+        ranks, svds = self._choose_ranks(task, reference, seed)
         probed = time.perf_counter()
-        weights = {name: m.weight.detach() for name, m in adaptable_layers(reference).items()}
-        svds = {name: factorise(delta) for name, delta in deltas.items()} if cfg.init == "svd" else None
-        spectra = {name: svd.S for name, svd in svds.items()} if svds else None  # one SVD serves rule and init
-        ranks = distributed.broadcast_object(allocate_ranks(deltas, weights, self.rule, spectra))  # one decision for all processes
+        ranks = distributed.broadcast_object(ranks)  # one decision for all processes
         if rank_factor > 1:
             ranks = {n: LayerRank(n, r.shape, r.proximity, min(max(r.rank * rank_factor, 1), *r.shape)) for n, r in ranks.items()}
         add_task_adapter(self.model, task.name, {name: r.rank for name, r in ranks.items()}, cfg.init, svds)
@@ -192,6 +228,7 @@ class Pearl(TaskBranches):
             self.model.reference_task = task.name
             self.model.backbone.load_state_dict(prefixed(tensors, "backbone."))
             self.model.backbone.requires_grad_(False)
+            self._measure_baseline(task, self.config.seed * 1000 + task.index)
         else:
             add_task_adapter(self.model, task.name, {name: r.rank for name, r in record.ranks.items()}, "zero")
             saved = prefixed(tensors, "adapter.")

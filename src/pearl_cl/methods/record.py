@@ -40,8 +40,9 @@ class TaskRecord:
             anchor weights, SI's importances and anchor, LwF's frozen previous model), after
             this task; 0 for methods that keep none.
         note: why the task was retried (its first attempt failed the guard), else empty.
-        seconds: wall time in seconds, keys ``probe`` (copying W_ref and the probe), ``rank`` (the rank
-            rule, SVD initialisation and building the adapter and head), ``train``.
+        seconds: wall time in seconds, keys ``probe`` (copying W_ref, the probe and proximity
+            measure, the rank rule and the SVD of the displacement), ``rank`` (building the
+            adapter, its SVD initialisation and the head), ``train``.
         train_loss: mean training loss of the last pass over the data.
         val_accuracy: Task-IL accuracy (%) on the task's validation split after training.
     """
