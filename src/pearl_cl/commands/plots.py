@@ -186,11 +186,11 @@ def rank_plot(store: RunStore, result: RunResult, relative: str = RANKS_PNG) -> 
     return store.write_bytes(relative, _png(fig))
 
 
-def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: str | None,
+def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: str,
                                 relative: str = PARAMETERS_PNG) -> Path:
     """Write final average accuracy (%) against parameters added after the reference task
     (count, log scale), one panel for Task-IL and one for ``scenario`` (``class-il`` or
-    ``domain-il``, routed; None: the Task-IL panel only), one point per entry of ``points`` (colour and marker named in the
+    ``domain-il``, routed), one point per entry of ``points`` (colour and marker named in the
     legend), with an error bar of one standard deviation where a point is a mean over seeds. The points of
     each method that is ``joined_in_plots`` (fixed ranks) are joined by a dashed line in order of parameters. Points that added no
     parameters cannot sit on a log axis; they are named under the plot.
@@ -204,10 +204,10 @@ def accuracy_vs_parameters_plot(store: RunStore, points: list[Point], scenario: 
     if not points:
         raise ValueError("accuracy_vs_parameters_plot needs at least one point")
     shown = [p for p in points if p.params > 0]
-    fig = Figure(figsize=(11, 4.4) if scenario else (7, 4.4), layout="constrained")
-    axes = list(fig.subplots(1, 2, sharex=True)) if scenario else [fig.subplots(1, 1)]
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
     colours = matplotlib.colormaps["tab10"].colors
-    panels = [(axes[0], "task_il", "Task-IL (task label given)")] + ([(axes[1], "routed", f"{scenario} (routed)")] if scenario else [])
+    panels = ((axes[0], "task_il", "Task-IL (task label given)"), (axes[1], "routed", f"{scenario} (routed)"))
     for ax, key, title in panels:
         for method in dict.fromkeys(p.method for p in shown if _style(p.method).joined_in_plots):
             line = sorted((p for p in shown if p.method == method), key=lambda p: p.params)
