@@ -26,7 +26,6 @@ only: fixed-rank LoRA reads none but ``pearl.init``)::
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import sys
@@ -38,7 +37,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pearl_cl.config import apply, load_config
+from pearl_cl.config import load_config, updated
 from pearl_cl.engine.runner import benchmark_for
 from pearl_cl.engine.store import RunStore
 from pearl_cl.registry import METHODS
@@ -66,10 +65,7 @@ def configurations(saturations: list[float], ranks: list[int], pearl_inits: list
 def later_tasks(reference_learner, bench, method: str, values: dict, seed: int) -> tuple[float, int]:
     """Average Task-IL accuracy (%) of the later tasks and the parameters they added, for
     ``method`` with ``values`` learning them after the reference learner's task."""
-    config = copy.deepcopy(reference_learner.config)
-    config.method = method
-    for key, value in values.items():
-        apply(config, key, value)
+    config = updated(reference_learner.config, {**values, "method": method})
     learner = METHODS.get(method)(config, bench.image_shape, bench.n_classes)
     first = reference_learner.records[0]
     learner.restore(bench.tasks[0], reference_learner.task_tensors(first.task), first)

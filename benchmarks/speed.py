@@ -31,7 +31,6 @@ from a named protocol (the MLP's literature protocol: width 1, batch 128, 2,000 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import statistics
@@ -49,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pearl_cl import load_config
 from pearl_cl.core.adapters import merged_copy, reference_copy, task_parameters
-from pearl_cl.config import RunConfig, apply
+from pearl_cl.config import RunConfig, updated
 from pearl_cl.data.benchmarks import split_tasks
 from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods.pearl import Pearl
@@ -89,14 +88,6 @@ VARIANTS = {  # section 2: how PEARL chooses ranks → the config values that sa
 }
 
 
-def with_values(config: RunConfig, values: dict) -> RunConfig:
-    """A copy of ``config`` with the dotted-key ``values`` applied."""
-    new = copy.deepcopy(config)
-    for key, value in values.items():
-        apply(new, key, value)
-    return new
-
-
 def learn_two(config: RunConfig) -> tuple[object, dict[str, Pearl], dict[str, float]]:
     """The benchmark, a learner per :data:`VARIANTS` entry after tasks 1 and 2 (the reference task
     learned once and restored into each), and each one's task-2 wall seconds."""
@@ -107,7 +98,7 @@ def learn_two(config: RunConfig) -> tuple[object, dict[str, Pearl], dict[str, fl
     reference = base.records[0]
     learners, seconds = {}, {}
     for name, values in VARIANTS.items():
-        learner = Pearl(with_values(config, values), bench.image_shape)
+        learner = Pearl(updated(config, values), bench.image_shape)
         learner.restore(bench.tasks[0], base.task_tensors(reference.task), reference)
         start = time.perf_counter()
         learner.learn(bench.tasks[1], config.seed * 1000 + 1)
@@ -204,7 +195,7 @@ def routers_against_tasks(config: RunConfig) -> None:
     images = DATASETS[spec.dataset](data_root=config.data.root, download=False)
     tasks = split_tasks(images, spec, config.seed, train_per_task=256, test_per_task=128)
     torch.manual_seed(config.seed)
-    learner = Pearl(with_values(config, {"pearl.probe": "gradient"}), images.image_shape)
+    learner = Pearl(updated(config, {"pearl.probe": "gradient"}), images.image_shape)
     timed = tasks[:5]  # the same 640 images at every T
     rows = {r: [] for r in ("Task-IL images/s", *ROUTERS)}
     for i, task in enumerate(tasks):

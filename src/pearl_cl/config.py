@@ -12,6 +12,7 @@ import PyTorch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -317,6 +318,19 @@ def _flatten(mapping: dict[str, Any], keys: dict[str, Any], prefix: str = "") ->
         else:
             out[dotted] = value
     return out
+
+
+def updated(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """A deep copy of ``config`` with the dotted-key ``values`` applied (``{"seed": 3,
+    "lora.rank": 4}``); ``config`` is unchanged.
+
+    Raises:
+        ConfigError: unknown key or a value of the wrong type.
+    """
+    new = copy.deepcopy(config)
+    for key, value in values.items():
+        apply(new, key, value)
+    return new
 
 
 def parse_override(text: str) -> tuple[str, Any]:

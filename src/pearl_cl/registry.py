@@ -131,9 +131,6 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def __len__(self) -> int:
-        self._load()
-        return len(self._entries)
 
 
 def _origin(entry: Any) -> tuple[str, str] | int:

@@ -16,7 +16,6 @@ and ``compare.json`` (both), rewritten atomically after every run, and at the en
 
 from __future__ import annotations
 
-import copy
 import math
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from pearl_cl.commands.comparison import Comparison, MethodSpec
 from pearl_cl.commands.report import write_report
-from pearl_cl.config import RunConfig, apply, validate
+from pearl_cl.config import RunConfig, updated, validate
 from pearl_cl.engine.engine import RunResult
 from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.runner import run
@@ -127,7 +126,7 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     for spec in specs:
         for seed in seeds:
-            validate(_with(base, spec.values, method=spec.method, seed=seed))
+            validate(updated(base, {**spec.values, "method": spec.method, "seed": seed}))
     directory = Path(out) if out else default_compare_dir(base.benchmark)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
@@ -141,7 +140,8 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         values = spec.values
         if spec.budget is not None:
             values = METHODS.get(spec.method).matched_values(results[(seed, spec.budget)])
-        config = _with(base, values, method=spec.method, seed=seed, out=str(directory / "runs" / f"{spec.label}-seed{seed}"))
+        config = updated(base, {**values, "method": spec.method, "seed": seed,
+                                "out": str(directory / "runs" / f"{spec.label}-seed{seed}")})
         return config, METHODS.get(spec.method).setting(config)
 
     def finished(seed: int, spec: MethodSpec, result: RunResult, setting: str) -> None:
@@ -216,12 +216,4 @@ def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
         raise error
 
 
-def _with(config: RunConfig, values: dict[str, Any], **fields: Any) -> RunConfig:
-    """A deep copy of ``config`` with top-level ``fields`` replaced, then the dotted-key
-    ``values`` applied."""
-    new = copy.deepcopy(config)
-    for key, value in fields.items():
-        setattr(new, key, value)
-    for key, value in values.items():
-        apply(new, key, value)
-    return new
+
