@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pearl_cl import run
+from pearl_cl.config import RoutingConfig
 from pearl_cl.engine.store import RunStore
 from pearl_cl.routers.base import get_router, route
 from pearl_cl.routers.reference import reference_scores
@@ -42,16 +43,20 @@ def _images(task: int, classes: list[int]) -> torch.Tensor:
     return x
 
 
+ROUTING = RoutingConfig(shrinkage=0.5, random_features=64)
+
+
 def _stats(model: TwoBranches) -> list[TaskStatistics]:
     stats = []
     for t, name in enumerate(("task0", "task1")):
         x = _images(t, [0, 1, 0, 1])
         x = x + 0.1 * torch.tensor([[1.0, -1, 1, -1], [-1, 1, -1, 1], [1, 1, -1, -1], [-1, -1, 1, 1]])
-        stats.append(task_statistics(model, name, 2, x, torch.tensor([0, 1, 0, 1]), x, shrinkage=0.5))
+        stats.append(task_statistics(model, name, 2, x, torch.tensor([0, 1, 0, 1]), x, ROUTING))
     return stats
 
 
-@pytest.mark.parametrize("router", ["max_prob", "entropy", "energy", "mahalanobis", "reference"])
+@pytest.mark.parametrize("router", ["max_prob", "entropy", "energy", "mahalanobis", "reference", "fecam",
+                                    "likelihood-ratio"])
 def test_each_router_picks_the_branch_that_knows_the_image(router):
     model = TwoBranches()
     stats = _stats(model)
@@ -61,7 +66,7 @@ def test_each_router_picks_the_branch_that_knows_the_image(router):
         model.heads["task0"].weight.data = 3.0 * torch.eye(2, 4)
         stats = _stats(model)
     x = torch.cat([_images(0, [0, 1, 1]), _images(1, [1, 0, 0])])
-    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router(router), shrinkage=0.5)
+    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router(router), ROUTING)
     assert chosen.tolist() == [0, 0, 0, 1, 1, 1]
     assert pred.tolist() == [0, 1, 1, 3, 2, 2]
 
@@ -76,7 +81,7 @@ def test_class_il_is_routing_and_task_il_together():
     x[3] = torch.tensor([0.0, 0.0, 0.0, 4.0])  # class 0 of task0 in name, but it looks like task1's class 3
     x[2] = torch.tensor([1.0, 4.0, 0.0, 0.0])  # branch0 will say class 1: a Task-IL error
     labels = torch.tensor([0, 1, 0, 0])
-    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router("mahalanobis"), shrinkage=0.5)
+    pred, chosen = route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], stats, get_router("mahalanobis"), ROUTING)
     task_il = (model(x, "task0").argmax(1) == labels)
     routed = chosen == 0
     assert task_il.tolist() == [True, True, False, True]  # the faint image ties at logits (0, 0) -> class 0
@@ -97,10 +102,11 @@ def test_scores_on_known_logits():
 
 
 def test_reference_scores_pool_the_covariance_over_tasks():
-    a = TaskStatistics(torch.zeros(1, 1), torch.eye(1), torch.tensor([[0.0]], dtype=torch.float64),
-                       torch.tensor([[4.0]], dtype=torch.float64), 4, {})
-    b = TaskStatistics(torch.zeros(1, 1), torch.eye(1), torch.tensor([[10.0]], dtype=torch.float64),
-                       torch.tensor([[12.0]], dtype=torch.float64), 4, {})
+    def kept(mean: float, scatter: float) -> TaskStatistics:
+        return TaskStatistics({"reference": {"means": torch.tensor([[mean]], dtype=torch.float64), "count": torch.tensor([4]),
+                                             "scatter": torch.tensor([[scatter]], dtype=torch.float64)}}, {})
+
+    a, b = kept(0.0, 4.0), kept(10.0, 12.0)
     # pooled variance (4 + 12) / 8 = 2, no shrinkage: x = 4 -> -(16 / 2) for a, -(36 / 2) for b
     scores = reference_scores(torch.tensor([[4.0]]), [a, b], shrinkage=0.0)
     assert scores[:, 0].tolist() == pytest.approx([-8.0, -18.0], rel=1e-12)  # whitened: sqrt rounding only
@@ -127,7 +133,7 @@ def test_router_statistics_survive_save_and_load(tmp_path):
         assert torch.equal(value, loaded.to_tensors()[key]), key
     x = _images(1, [0, 1])
     assert torch.equal(route(model, x, ["task0", "task1"], [(0, 1), (2, 3)], [_stats(model)[0], loaded],
-                             get_router("mahalanobis"), 0.5)[1], torch.tensor([1, 1]))
+                             get_router("mahalanobis"), ROUTING)[1], torch.tensor([1, 1]))
 
 
 def test_whitened_mahalanobis_equals_the_quadratic_form():

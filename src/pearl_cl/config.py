@@ -102,10 +102,14 @@ class TrainConfig:
 class RoutingConfig:
     """Class- and domain-incremental inference (:mod:`pearl_cl.routers`): ``router`` picks the
     task of an unlabelled image (default: the registered default router); ``shrinkage`` in
-    [0, 1] regularises the covariances of the Mahalanobis routers."""
+    [0, 1] regularises the covariances of the Gaussian routers; ``sample``: how many of a
+    task's training images go through the network for the router statistics (None: all);
+    ``random_features``: width M of the ``likelihood-ratio`` router's random-feature space."""
 
     router: str = field(default_factory=lambda: ROUTERS.default())
     shrinkage: float = 0.001
+    sample: int | None = 2000
+    random_features: int = 2000
 
 
 @dataclass
@@ -424,6 +428,10 @@ def validate(config: RunConfig) -> None:
         checkpoint_path(config.backbone.pretrained, config.backbone.name)
     if not 0.0 <= config.routing.shrinkage <= 1.0:
         raise ConfigError(f"routing.shrinkage must be in [0, 1], got {config.routing.shrinkage}")
+    if config.routing.sample is not None and config.routing.sample < 2:
+        raise ConfigError(f"routing.sample must be at least 2 images per task or null (all), got {config.routing.sample}")
+    if config.routing.random_features < 1:
+        raise ConfigError(f"routing.random_features must be a positive width, got {config.routing.random_features}")
     if config.logging.tensorboard:
         from pearl_cl.engine.loggers import check_tensorboard
 

@@ -8,6 +8,8 @@ all :mod:`pearl_cl.routers` needs.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from pearl_cl.config import RunConfig
@@ -35,12 +37,14 @@ class TaskBranches(Learner):
         self._evaluated: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def finish_task(self, task: TaskData, record: TaskRecord) -> TaskRecord:
-        """Measure ``task``'s validation accuracy, compute its router statistics and append
-        ``record`` (returned)."""
+        """Measure ``task``'s validation accuracy, compute its router statistics (their wall
+        seconds go to ``record.seconds["statistics"]``) and append ``record`` (returned)."""
         if len(task.val_y):
             record.val_accuracy = task_accuracy(self.count_correct(task.name, task.val_x, task.val_y), len(task.val_y))
+        start = time.perf_counter()
         self.statistics[task.name] = task_statistics(self.model, task.name, len(task.classes), task.train_x, task.train_y,
-                                                     task.val_x, self.config.routing.shrinkage)
+                                                     task.val_x, self.config.routing)
+        record.seconds["statistics"] = time.perf_counter() - start
         self.records.append(record)
         return record
 
@@ -82,7 +86,7 @@ class TaskBranches(Learner):
         """
         tasks = [r.task for r in self.records]
         return route(self.model, x, tasks, [r.classes for r in self.records], [self.statistics[t] for t in tasks],
-                     get_router(router or self.router_name), self.config.routing.shrinkage, true_task)
+                     get_router(router or self.router_name), self.config.routing, true_task)
 
     @torch.no_grad()
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:
@@ -117,7 +121,7 @@ class TaskBranches(Learner):
             if chosen_router.per_branch:
                 chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
             else:
-                chosen = chosen_router.choose(lambda: self._reference_features(task), stats, self.config.routing.shrinkage,
+                chosen = chosen_router.choose(task.test_x, lambda: self._reference_features(task), stats, self.config.routing,
                                               torch.full((len(task.test_y),), j))
             labels = task.test_labels
             pred = preds.gather(0, chosen[None]).squeeze(0)

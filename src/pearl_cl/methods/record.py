@@ -42,7 +42,7 @@ class TaskRecord:
         note: why the task was retried (its first attempt failed the guard), else empty.
         seconds: wall time in seconds, keys ``probe`` (copying W_ref, the probe and proximity
             measure, the rank rule and the SVD of the displacement), ``rank`` (building the
-            adapter, its SVD initialisation and the head), ``train``.
+            adapter, its SVD initialisation and the head), ``train``, and for methods with one branch per task ``statistics`` (the router statistics).
         train_loss: mean training loss of the last pass over the data.
         val_accuracy: Task-IL accuracy (%) on the task's validation split after training.
     """

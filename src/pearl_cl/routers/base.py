@@ -15,16 +15,22 @@ import torch
 
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
-from pearl_cl.routers.statistics import TaskStatistics, joint_features, reference_features, _features
+from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, joint_features, reference_features, _features
 
 
 class Router:
     """One way to pick the task of an unlabelled image; subclasses register with
     ``@ROUTERS.register("name")``.
 
+    A router says what it keeps of each task (:meth:`fit`, at the end of the task), how it scores
+    an image against a task (:meth:`score`, per branch, then :meth:`calibrated` with the task's
+    own validation statistics) or chooses in one pass (:meth:`choose`), and how many bytes it
+    keeps per task (:meth:`~pearl_cl.routers.statistics.TaskStatistics.nbytes`).
+
     Class attributes:
         name: the registered name.
         per_branch: True: :meth:`score` each branch and calibrate; False: :meth:`choose`.
+        keeps: True: :meth:`fit` keeps tensors per task; False: the router needs none.
         uses_reference_features: :meth:`score` reads each branch's features joined with the
             reference branch's (:func:`~pearl_cl.routers.statistics.joint_features`).
         legacy_row: the row of this router's calibration in the ``(R, 2)`` tensor of pearl-cl
@@ -33,23 +39,37 @@ class Router:
 
     name: ClassVar[str] = ""
     per_branch: ClassVar[bool] = True
+    keeps: ClassVar[bool] = False
     uses_reference_features: ClassVar[bool] = False
     legacy_row: ClassVar[int | None] = None
 
-    def score(self, logits: torch.Tensor, features: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+    def fit(self, data: TaskFeatures, routing) -> dict[str, torch.Tensor]:
+        """The tensors this router keeps of one task, from its
+        :class:`~pearl_cl.routers.statistics.TaskFeatures` (``routing``: the run's
+        :class:`~pearl_cl.config.RoutingConfig`). Statistics only: no row may be an image or a
+        feature vector of one image."""
+        return {}
+
+    def from_legacy(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """This router's tensors read from a pearl-cl 0.1/0.2 task file's ``router.*`` tensors
+        (None: those files kept nothing for it)."""
+        return None
+
+    def score(self, logits: torch.Tensor, features: torch.Tensor, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw ``(N,)`` scores of one branch (before calibration) from its ``(N, K)`` logits and
         ``(N, D)`` features (joined with the reference features when
-        :attr:`uses_reference_features`) and the task's statistics.
+        :attr:`uses_reference_features`) and the tensors :meth:`fit` kept for the task.
 
         Raises:
             NotImplementedError: a one-pass router.
         """
         raise NotImplementedError(f"{self.name} is a one-pass router: use choose()")
 
-    def choose(self, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics], shrinkage: float,
-               true_task: torch.Tensor | None) -> torch.Tensor:
-        """``(N,)`` chosen task indices without running the branches; ``ref_features()`` gives
-        the ``(N, D_ref)`` reference features, ``stats`` the T tasks' statistics.
+    def choose(self, x: torch.Tensor, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics],
+               routing, true_task: torch.Tensor | None) -> torch.Tensor:
+        """``(N,)`` chosen task indices for images ``x`` ``(N, C, H, W)`` without running the
+        branches; ``ref_features()`` gives their ``(N, D_ref)`` reference features, ``stats`` the
+        T tasks' statistics, ``routing`` the run's :class:`~pearl_cl.config.RoutingConfig`.
 
         Raises:
             NotImplementedError: a per-branch router.
@@ -96,12 +116,12 @@ def branch_outputs(model, x: torch.Tensor, name: str, lookup: torch.Tensor, stat
         return preds, None
     if ref_feats is not None:
         feats = joint_features(feats, ref_feats, is_reference)
-    return preds, router.calibrated(router.score(logits, feats, stats), stats)
+    return preds, router.calibrated(router.score(logits, feats, stats.of(router.name)), stats)
 
 
 @torch.no_grad()
 def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...]], stats: list[TaskStatistics],
-          router: Router, shrinkage: float, true_task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          router: Router, routing, true_task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict a global class for each image of ``x`` ``(N, C, H, W)`` without its task label.
 
     Args:
@@ -109,7 +129,8 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
         tasks: the branches to choose from, in order; ``classes[t]`` are task t's global classes
             and ``stats[t]`` its :class:`~pearl_cl.routers.statistics.TaskStatistics`.
         router: the router.
-        shrinkage: covariance shrinkage for routers that pool covariances.
+        routing: the run's :class:`~pearl_cl.config.RoutingConfig` (shrinkage of the routers that
+            pool covariances).
         true_task: ``(N,)`` task indices, for the oracle router only.
 
     Returns:
@@ -126,7 +147,7 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
         outputs = [branch_outputs(model, x, name, lookup[t], stats[t], router, ref_feats) for t, name in enumerate(tasks)]
         chosen = torch.stack([scores for _, scores in outputs]).argmax(dim=0)
         return torch.stack([preds for preds, _ in outputs]).gather(0, chosen[None]).squeeze(0), chosen
-    chosen = router.choose(lambda: reference_features(model, x), stats, shrinkage, true_task)
+    chosen = router.choose(x, lambda: reference_features(model, x), stats, routing, true_task)
     pred = torch.empty(len(x), dtype=torch.long)
     for t in chosen.unique().tolist():
         idx = torch.nonzero(chosen == t).squeeze(1)

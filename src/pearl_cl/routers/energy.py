@@ -7,7 +7,6 @@ import torch
 
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import Router
-from pearl_cl.routers.statistics import TaskStatistics
 
 
 @ROUTERS.register("energy")
@@ -16,6 +15,6 @@ class Energy(Router):
 
     legacy_row = 1
 
-    def score(self, logits: torch.Tensor, features: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+    def score(self, logits: torch.Tensor, features: torch.Tensor, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, K)`` logits → ``(N,)`` logsumexp."""
         return torch.logsumexp(logits, dim=1)

@@ -7,7 +7,6 @@ import torch
 
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import Router
-from pearl_cl.routers.statistics import TaskStatistics
 
 
 @ROUTERS.register("entropy")
@@ -16,7 +15,7 @@ class Entropy(Router):
 
     legacy_row = 3
 
-    def score(self, logits: torch.Tensor, features: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+    def score(self, logits: torch.Tensor, features: torch.Tensor, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, K)`` logits → ``(N,)`` minus the softmax entropy divided by log K (in [−1, 0])."""
         logp = torch.log_softmax(logits, dim=1)
         entropy = -(logp.exp() * logp).sum(dim=1)

@@ -7,7 +7,6 @@ import torch
 
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import Router
-from pearl_cl.routers.statistics import TaskStatistics
 
 
 @ROUTERS.register("max_prob")
@@ -16,6 +15,6 @@ class MaxProb(Router):
 
     legacy_row = 2
 
-    def score(self, logits: torch.Tensor, features: torch.Tensor, stats: TaskStatistics) -> torch.Tensor:
+    def score(self, logits: torch.Tensor, features: torch.Tensor, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, K)`` logits → ``(N,)`` largest softmax probability."""
         return torch.softmax(logits, dim=1).max(dim=1).values

@@ -18,8 +18,8 @@ class Oracle(Router):
 
     per_branch = False
 
-    def choose(self, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics], shrinkage: float,
-               true_task: torch.Tensor | None) -> torch.Tensor:
+    def choose(self, x: torch.Tensor, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics],
+               routing, true_task: torch.Tensor | None) -> torch.Tensor:
         """``true_task`` itself.
 
         Raises:

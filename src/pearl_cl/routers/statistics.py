@@ -1,22 +1,23 @@
-"""What every router keeps of a task, and the feature and distance maths they share (our
-design; sources per function).
+"""What the routers keep of a task, what they compute it from, and the distance maths they
+share (our design; sources per function).
 
-Statistics (class means, covariances, per-router calibration) are computed once at the end of
-each task from its own training and validation data, and kept as tensors; no image is kept.
-Calibration (our design): a branch's raw scores on its own task's images differ in scale
-between branches, so each per-branch router's scores are standardised with the mean and
-standard deviation of that branch's scores on the task's own validation split.
+At the end of each task, :func:`task_statistics` sends a sample of the task's training images
+(``routing.sample``) and its validation images once through the task's branch and the reference
+branch (:class:`TaskFeatures`), and every registered router fits its own statistics from them
+(:meth:`~pearl_cl.routers.base.Router.fit`): class means, covariances, counts; never an image, a
+feature vector or a sample. Calibration (our design): a branch's raw scores on its own task's
+images differ in scale between branches, so each per-branch router's scores are standardised
+with the mean and standard deviation of that branch's scores on the task's own validation split.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
-from pearl_cl.learning.training import EVAL_BATCH
 from pearl_cl.errors import ConfigError
+from pearl_cl.learning.training import EVAL_BATCH
 from pearl_cl.registry import ROUTERS
 
 
@@ -49,16 +50,19 @@ def score_mahalanobis(features: torch.Tensor, means: torch.Tensor, factor: torch
     return -mahalanobis_sq(features, means, factor).min(dim=1).values
 
 
-def shrunk_precision(scatter: torch.Tensor, count: int, shrinkage: float) -> torch.Tensor:
-    """Inverse of the covariance ``scatter / count`` shrunk towards a scaled identity.
-
+def shrunk_covariance(scatter: torch.Tensor, count: int, shrinkage: float) -> torch.Tensor:
+    """The covariance ``scatter / count`` shrunk towards a scaled identity:
     Σ = (1 − s)·S + s·(tr S / D)·I (our design, a fixed Ledoit–Wolf-style target), which keeps
-    Σ invertible when D exceeds the number of images. ``scatter`` is ``(D, D)``, float64.
-    """
+    Σ invertible when D exceeds the number of images. ``scatter`` is ``(D, D)``, float64."""
     cov = scatter / max(count, 1)
     d = cov.shape[0]
     target = torch.eye(d, dtype=cov.dtype) * (torch.trace(cov) / d).clamp_min(1e-12)
-    return torch.linalg.inv((1 - shrinkage) * cov + shrinkage * target)
+    return (1 - shrinkage) * cov + shrinkage * target
+
+
+def shrunk_precision(scatter: torch.Tensor, count: int, shrinkage: float) -> torch.Tensor:
+    """Inverse of :func:`shrunk_covariance`, ``(D, D)``."""
+    return torch.linalg.inv(shrunk_covariance(scatter, count, shrinkage))
 
 
 def class_statistics(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,55 +75,91 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor, n_classes: in
 
 
 @dataclass
-class TaskStatistics:
-    """What a router keeps of one task: statistics only (no images).
+class TaskFeatures:
+    """What one task's router statistics are computed from (held only while they are computed).
 
     Attributes:
-        means: ``(K, D)`` class means of the task's training features through its own branch,
-            joined with the reference branch's features (:func:`joint_features`).
-        precision: ``(D, D)`` shrunk inverse covariance of those features (shared by the classes).
-        ref_means: ``(K, D_ref)`` class means through the reference branch.
-        ref_scatter: ``(D_ref, D_ref)`` within-class scatter through the reference branch.
-        ref_count: number of training images behind ``ref_scatter``.
-        calibration: per-branch router name → ``(2,)`` mean and standard deviation of its score
-            on the task's validation split.
-        factor: :func:`whitening` factor of ``precision``, computed once on first use (not saved).
+        labels: ``(N,)`` local labels of the training sample (``routing.sample`` images, or all).
+        n_classes: K, the task's number of classes.
+        joint: ``(N, D + D_ref)`` the sample's features through the task's branch joined with the
+            reference branch's (:func:`joint_features`).
+        reference: ``(N, D_ref)`` the sample's features through the reference branch.
+        inputs: ``(N_all, C·H·W)`` every training image, flattened (no network pass needed).
+        input_labels: ``(N_all,)`` their local labels.
+        val_logits: ``(N_val, K)`` the task's head on its validation images (for calibration).
+        val_joint: ``(N_val, D + D_ref)`` their joined features.
     """
 
-    means: torch.Tensor
-    precision: torch.Tensor
-    ref_means: torch.Tensor
-    ref_scatter: torch.Tensor
-    ref_count: int
+    labels: torch.Tensor
+    n_classes: int
+    joint: torch.Tensor
+    reference: torch.Tensor
+    inputs: torch.Tensor
+    input_labels: torch.Tensor
+    val_logits: torch.Tensor
+    val_joint: torch.Tensor
+
+
+@dataclass
+class TaskStatistics:
+    """What the routers keep of one task: statistics only (no images, features or samples).
+
+    Attributes:
+        routers: router name → its tensors (:meth:`~pearl_cl.routers.base.Router.fit`).
+        calibration: per-branch router name → ``(2,)`` mean and standard deviation of its score
+            on the task's validation split.
+    """
+
+    routers: dict[str, dict[str, torch.Tensor]]
     calibration: dict[str, torch.Tensor]
 
-    @functools.cached_property
-    def factor(self) -> torch.Tensor:
-        return whitening(self.precision)
+    def of(self, name: str) -> dict[str, torch.Tensor]:
+        """Router ``name``'s tensors.
+
+        Raises:
+            ConfigError: the task was learned without that router's statistics (names the ones kept).
+        """
+        if name not in self.routers:
+            if not ROUTERS.get(name).keeps:
+                return {}
+            raise ConfigError(f"the saved task statistics have nothing for router {name!r} (the run was learned "
+                              f"without it); choose routing.router from: {', '.join(sorted(self.routers))}")
+        return self.routers[name]
+
+    def nbytes(self, name: str) -> int:
+        """Bytes router ``name`` keeps for this task (its tensors and calibration row)."""
+        kept = list(self.of(name).values()) + ([self.calibration[name]] if name in self.calibration else [])
+        return sum(t.numel() * t.element_size() for t in kept)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Flat tensors for a safetensors file (keys ``router.*``)."""
-        return {"router.means": self.means, "router.precision": self.precision, "router.ref_means": self.ref_means,
-                "router.ref_scatter": self.ref_scatter, "router.ref_count": torch.tensor([self.ref_count]),
-                **{f"router.calibration.{name}": row for name, row in self.calibration.items()}}
+        """Flat tensors for a safetensors file: ``router.<name>.<key>`` and
+        ``router.calibration.<name>``."""
+        flat = {f"router.{name}.{key}": value.contiguous() for name, kept in self.routers.items()
+                for key, value in kept.items()}
+        return {**flat, **{f"router.calibration.{name}": row for name, row in self.calibration.items()}}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> TaskStatistics:
-        """Inverse of :meth:`to_tensors` (extra keys are ignored). A file of pearl-cl 0.1 holds
-        the calibration as one ``(R, 2)`` tensor ``router.calibration``; its rows go to the
-        routers whose ``legacy_row`` names them.
-
-        Raises:
-            KeyError: a ``router.*`` tensor is missing.
-        """
+        """Inverse of :meth:`to_tensors` (keys outside ``router.*`` are ignored). Files of pearl-cl
+        0.1 and 0.2 keep one set of tensors (``router.means``, ``router.ref_scatter``, …) and 0.1 one
+        ``(R, 2)`` calibration tensor; each router's ``from_legacy`` and ``legacy_row`` read them."""
         calibration = {k.removeprefix("router.calibration."): v for k, v in tensors.items()
                        if k.startswith("router.calibration.")}
         if "router.calibration" in tensors:
             rows = tensors["router.calibration"]
             calibration = {name: rows[router.legacy_row] for name, router in ROUTERS.items()
                            if router.legacy_row is not None and router.legacy_row < len(rows)}
-        return cls(tensors["router.means"], tensors["router.precision"], tensors["router.ref_means"],
-                   tensors["router.ref_scatter"], int(tensors["router.ref_count"][0]), calibration)
+        routers: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            parts = key.split(".", 2)
+            if len(parts) == 3 and parts[0] == "router" and parts[1] != "calibration":
+                routers.setdefault(parts[1], {})[parts[2]] = value
+        if "router.means" in tensors:
+            for name, router in ROUTERS.items():
+                kept = router().from_legacy(tensors)
+                if kept is not None:
+                    routers[name] = kept
+        return cls(routers, calibration)
 
 
 def calibration_row(scores: torch.Tensor) -> torch.Tensor:
@@ -145,14 +185,23 @@ def _features(model, x: torch.Tensor, task: str, batch_size: int) -> tuple[torch
     return torch.cat(feats), torch.cat(logits)
 
 
-@torch.no_grad()
-def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
-                    val_x: torch.Tensor, shrinkage: float, batch_size: int = EVAL_BATCH) -> TaskStatistics:
-    """Statistics of task ``task`` for every router, from its ``(N, C, H, W)`` training images
-    with local labels ``(N,)`` and its validation images (the training images when there are none).
+def statistics_sample(n: int, sample: int | None) -> torch.Tensor:
+    """Sorted indices of the ``sample`` training images (of ``n``) that go through the network for
+    the router statistics: evenly spaced over the task's (already shuffled) training split, so the
+    same config gives the same sample; all ``n`` when ``sample`` is None or not smaller."""
+    if sample is None or sample >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, sample).round().long().unique()
 
-    ``model`` is a :class:`~pearl_cl.core.model.ContinualModel` that has learned the task.
-    """
+
+@torch.no_grad()
+def task_features(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
+                  val_x: torch.Tensor, sample: int | None, batch_size: int = EVAL_BATCH) -> TaskFeatures:
+    """:class:`TaskFeatures` of task ``task`` from its ``(N, C, H, W)`` training images with local
+    labels ``(N,)`` and its validation images (the training sample when there are none): one pass
+    of ``sample`` training images (all when None) and of the validation images through the task's
+    branch and the reference branch. ``model`` is a :class:`~pearl_cl.core.model.ContinualModel`
+    that has learned the task."""
     model.eval()
     is_reference = task == model.reference_task
 
@@ -161,14 +210,24 @@ def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, tra
         ref = feats if is_reference else _features(model, x, model.reference_task, batch_size)[0]
         return joint_features(feats, ref, is_reference), logits, ref
 
-    feats, _, ref_feats = joint(train_x)
-    means, scatter = class_statistics(feats, train_y, n_classes)
-    ref_means, ref_scatter = class_statistics(ref_feats, train_y, n_classes)
-    stats = TaskStatistics(means, shrunk_precision(scatter, len(train_y), shrinkage), ref_means, ref_scatter,
-                           len(train_y), {})
-    val_feats, val_logits, _ = joint(val_x if len(val_x) else train_x)
-    stats.calibration = {name: calibration_row(router().score(val_logits, val_feats, stats))
-                         for name, router in ROUTERS.items() if router.per_branch}
+    idx = statistics_sample(len(train_y), sample)
+    feats, logits, ref_feats = joint(train_x[idx])
+    val_feats, val_logits = (joint(val_x)[:2]) if len(val_x) else (feats, logits)
+    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x.flatten(1), train_y, val_logits, val_feats)
+
+
+def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
+                    val_x: torch.Tensor, routing, batch_size: int = EVAL_BATCH) -> TaskStatistics:
+    """Statistics of task ``task`` for every registered router, with their calibration
+    (:func:`task_features` gives what they are computed from; ``routing`` is the run's
+    :class:`~pearl_cl.config.RoutingConfig`)."""
+    data = task_features(model, task, n_classes, train_x, train_y, val_x, routing.sample, batch_size)
+    stats = TaskStatistics({}, {})
+    for name, router_class in ROUTERS.items():
+        router = router_class()
+        kept = stats.routers[name] = router.fit(data, routing) if router.keeps else {}
+        if router.per_branch:
+            stats.calibration[name] = calibration_row(router.score(data.val_logits, data.val_joint, kept))
     return stats
 
 
