@@ -58,7 +58,8 @@ COLUMNS = ("accuracy", "task_il", "routing", "statistics_share", "bytes_per_task
 
 def routing_ms(learner, x: torch.Tensor, router: str, tasks: int) -> float:
     """Milliseconds per image to route ``x`` ``(N, C, H, W)`` among ``tasks`` branches (the
-    learned ones repeated in order), after one untimed call."""
+    learned ones repeated in order), after one untimed call (which also leaves the
+    ``likelihood-ratio`` router's pooled factor cached, as routing batch after batch would)."""
     records = [learner.records[i % len(learner.records)] for i in range(tasks)]
     args = (learner.model, x, [r.task for r in records], [r.classes for r in records],
             [learner.statistics[r.task] for r in records], get_router(router), learner.config.routing)
@@ -70,7 +71,8 @@ def routing_ms(learner, x: torch.Tensor, router: str, tasks: int) -> float:
 
 def measure(name: str, seed: int, overrides: list[str]) -> list[dict]:
     """The rows of one benchmark and seed (one PEARL model, every router)."""
-    config = load_config(None, [f"{k}={v}" for k, v in BENCHMARKS[name].items()] + overrides + [f"seed={seed}"])
+    config = load_config(None, [f"{k}={v}" for k, v in BENCHMARKS[name].items()] + overrides
+                         + [f"seed={seed}", "routing.fit_all=true"])
     torch.manual_seed(config.seed)
     bench = benchmark_for(config)
     learner = Pearl(config, bench.image_shape)
@@ -109,6 +111,8 @@ def summarise(rows: list[dict]) -> None:
 def main(args: list[str]) -> None:
     options = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in OPTIONS)
     overrides = [a for a in args if a.split("=", 1)[0] not in OPTIONS]
+    if any(a.startswith("benchmark=") for a in overrides):
+        raise SystemExit("choose benchmarks with benchmarks=NAME[,NAME] (one of: " + ", ".join(BENCHMARKS) + ")")
     if "csv" in options:
         summarise([row for path in options["csv"].split(",") for row in csv.DictReader(open(path))])
         return

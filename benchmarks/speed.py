@@ -195,7 +195,7 @@ def routers_against_tasks(config: RunConfig) -> None:
     images = DATASETS[spec.dataset](data_root=config.data.root, download=False)
     tasks = split_tasks(images, spec, config.seed, train_per_task=256, test_per_task=128)
     torch.manual_seed(config.seed)
-    learner = Pearl(updated(config, {"pearl.probe": "gradient"}), images.image_shape)
+    learner = Pearl(updated(config, {"pearl.probe": "gradient", "routing.fit_all": True}), images.image_shape)
     timed = tasks[:5]  # the same 640 images at every T
     rows = {r: [] for r in ("Task-IL images/s", *ROUTERS)}
     for i, task in enumerate(tasks):

@@ -35,6 +35,8 @@ def test_an_old_run_directory_opens_with_inspect_and_predict(old_run, tmp_path, 
     assert "every file matches manifest.json" in out and "incomplete: 3 of 5 tasks learned" in out
     opened = open_run(old_run)
     assert opened.config.lora.rank == 4  # pearl.fixed_rank of 0.1, mapped to its section
+    assert opened.config.routing.sample is None  # 0.1 computed router statistics from every image
+    assert opened.config.routing.router == "mahalanobis"
     bench = benchmark_for(opened.config)
     task = bench.tasks[2]
     raw = ((task.test_x[:1, 0] * 0.3081 + 0.1307) * 255).round().clamp(0, 255).to(torch.uint8).numpy()

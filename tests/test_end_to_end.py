@@ -54,9 +54,8 @@ def test_class_il_is_reported_with_routing_accuracy(finished):
     assert 20.0 < routing["accuracy"] <= 100.0  # five tasks: chance routing is 20%
     assert class_il["average_accuracy"] == pytest.approx(float(np.mean(final)))
     stats = TaskStatistics.from_tensors(load_file(finished.directory / "tasks" / "task4.safetensors"))
-    for name in ROUTERS.names():  # every router kept its statistics, one row of means per class
-        kept = stats.of(name)
-        assert "means" not in kept or kept["means"].shape[0] == 2, name
+    assert set(stats.routers) == {ROUTERS.default()}  # the run's router only (routing.fit_all=false)
+    assert all(kept["means"].shape[0] == 2 for kept in stats.routers.values())  # one row per class
 
 
 def test_ranks_csv_matches_adapter_files(finished):

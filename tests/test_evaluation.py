@@ -13,7 +13,7 @@ from pearl_cl.registry import METHODS, ROUTERS
 
 def _learn_three(method: str, small_tasks):
     config = load_config(method=method, backbone__name="mlp", backbone__width=0.25, train__batch_size=32,
-                         pearl__epsilon=0.05, pearl__r_max=4)
+                         pearl__epsilon=0.05, pearl__r_max=4, routing__fit_all=True)
     torch.manual_seed(0)
     learner = METHODS[method](config, (1, 28, 28), 10)
     for i, task in enumerate(small_tasks[:3]):

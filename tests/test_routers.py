@@ -14,6 +14,7 @@ from torch import nn
 from pearl_cl import run
 from pearl_cl.config import RoutingConfig, validate
 from pearl_cl.errors import ConfigError
+from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import get_router, route
 from pearl_cl.routers.statistics import class_statistics, statistics_sample, task_features, task_statistics
 
@@ -59,7 +60,7 @@ def bayes_and_router_choices(covariances: list[torch.Tensor], router: str) -> tu
         y = torch.arange(2).repeat_interleave(2000)
         val = torch.cat([classes[2 * t + k].sample((200,)) for k in range(2)]).float()
         stats.append(task_statistics(model, f"task{t}", 2, x, y, val, RoutingConfig(shrinkage=1e-4, sample=None,
-                                                                                       random_features=512)))
+                                                                                       random_features=512, router=router)))
     labels = torch.arange(6).repeat_interleave(500)
     x = torch.cat([classes[c].sample((500,)) for c in range(6)])
     loglik = torch.stack([c.log_prob(x) for c in classes], dim=1)
@@ -135,7 +136,7 @@ def test_calibration_removes_a_branch_advantage_of_scale_alone():
     """With the energy score (a logsumexp: it grows with the logits' scale, without saturating)."""
     router = "energy"
     model = ScaledBranches()
-    routing = RoutingConfig(shrinkage=0.1, random_features=32)
+    routing = RoutingConfig(router=router)
     stats = [task_statistics(model, f"task{t}", 2, *scaled_images(t, 200, t), scaled_images(t, 200, 10 + t)[0], routing)
              for t in range(2)]
     x0, _ = scaled_images(0, 300, 20)
@@ -151,7 +152,7 @@ def test_statistics_of_every_image_equal_those_of_a_separate_pass():
     x, y = torch.randn(400, 3, generator=g), torch.arange(400) % 2
     data = task_features(model, "task1", 2, x, y, x[:50], sample=None)
     means, scatter = class_statistics(torch.cat([x, x], dim=1), y, 2)
-    kept = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=None)).of("reference")
+    kept = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=None, router="reference")).of("reference")
     assert torch.equal(data.labels, y) and torch.equal(data.joint, torch.cat([x, x], dim=1))
     assert torch.allclose(kept["means"], means[:, :3], atol=1e-12)
     assert torch.allclose(kept["scatter"], scatter[:3, :3], atol=1e-9)
@@ -167,8 +168,8 @@ def test_statistics_of_a_sample_are_within_their_standard_error():
     x = torch.randn(total, 8, generator=g) * (1.0 + torch.arange(8)) + 3.0 * y[:, None]
     idx = statistics_sample(total, sample)
     assert len(idx) == sample and torch.equal(idx, idx.sort().values)
-    full = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=None)).of("reference")["means"]
-    part = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=sample)).of("reference")["means"]
+    full = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=None, router="reference")).of("reference")["means"]
+    part = task_statistics(model, "task1", 2, x, y, x[:50], RoutingConfig(sample=sample, router="reference")).of("reference")["means"]
     for k in range(2):
         n, big = int((y[idx] == k).sum()), int((y == k).sum())
         error = x[y == k].double().std(dim=0) * ((1 - n / big) / n) ** 0.5
@@ -182,7 +183,8 @@ def test_a_run_directory_keeps_statistics_and_parameters_only(tmp_path):
     images (333, 37, 111 here, none of them a width of the network or the random features): an
     image, feature vector or per-image score kept would have one."""
     result = run(small_config(tmp_path, backbone__name="mlp", data__train_per_task=370, data__val_fraction=0.1,
-                              data__test_per_task=50, routing__sample=111, routing__random_features=64))
+                              data__test_per_task=50, routing__sample=111, routing__random_features=64,
+                              routing__fit_all=True))
     files = sorted(Path(result.directory, "tasks").glob("*.safetensors"))
     assert len(files) == 5
     for path in files:
@@ -203,3 +205,23 @@ def test_a_run_directory_keeps_statistics_and_parameters_only(tmp_path):
 def test_bad_routing_settings_name_the_key(tmp_path, values, message):
     with pytest.raises(ConfigError, match=message):
         validate(small_config(tmp_path, **values))
+
+
+def test_a_sample_that_leaves_a_class_without_images_is_refused():
+    model = SharedBranches(2, 3)
+    x, y = torch.randn(100, 3), torch.zeros(100, dtype=torch.long)
+    y[50] = 1  # the one image of class 1 falls between the 10 evenly spaced ones
+    with pytest.raises(ConfigError, match="routing.sample=10 leaves class 1 of task task1 with 0 image"):
+        task_statistics(model, "task1", 2, x, y, x[:10], RoutingConfig(sample=10, router="mahalanobis"))
+
+
+def test_only_the_chosen_router_is_fitted_unless_all_are_asked_for():
+    model = SharedBranches(2, 3)
+    x, y = torch.randn(60, 3), torch.arange(60) % 2
+    chosen = task_statistics(model, "task1", 2, x, y, x[:10], RoutingConfig(router="fecam"))
+    assert set(chosen.routers) == {"fecam"} and set(chosen.calibration) == {"fecam"}
+    with pytest.raises(ConfigError, match="routing.fit_all=true"):
+        chosen.of("mahalanobis")
+    assert chosen.of("energy") == {}  # a router that keeps nothing can always route
+    every = task_statistics(model, "task1", 2, x, y, x[:10], RoutingConfig(fit_all=True, random_features=16))
+    assert {n for n, r in ROUTERS.items() if r.keeps} == set(every.routers)

@@ -43,7 +43,7 @@ def _images(task: int, classes: list[int]) -> torch.Tensor:
     return x
 
 
-ROUTING = RoutingConfig(shrinkage=0.5, random_features=64)
+ROUTING = RoutingConfig(shrinkage=0.5, random_features=64, fit_all=True)
 
 
 def _stats(model: TwoBranches) -> list[TaskStatistics]:

@@ -104,12 +104,15 @@ class RoutingConfig:
     task of an unlabelled image (default: the registered default router); ``shrinkage`` in
     [0, 1] regularises the covariances of the Gaussian routers; ``sample``: how many of a
     task's training images go through the network for the router statistics (None: all);
-    ``random_features``: width M of the ``likelihood-ratio`` router's random-feature space."""
+    ``random_features``: width M of the ``likelihood-ratio`` router's random-feature space;
+    ``fit_all``: keep every registered router's statistics (to compare routers on one model),
+    not only ``router``'s."""
 
     router: str = field(default_factory=lambda: ROUTERS.default())
     shrinkage: float = 0.001
     sample: int | None = 2000
     random_features: int = 2000
+    fit_all: bool = False
 
 
 @dataclass

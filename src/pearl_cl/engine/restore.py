@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from pearl_cl.learning import distributed
 from pearl_cl.config import RunConfig, config_keys, load_config
@@ -38,6 +39,22 @@ class OpenRun:
     progress: Progress | None
 
 
+def stored_config(root: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config in ``root``'s ``config.yaml`` with ``overrides``. A file written before
+    ``routing.sample`` existed (pearl-cl 0.1 and 0.2) gets ``routing.sample = None``: those
+    versions computed the router statistics from every training image, and a resumed run goes on
+    as it began.
+
+    Raises:
+        ConfigError: see :func:`~pearl_cl.config.load_config`.
+    """
+    config = load_config(root / CONFIG, overrides)
+    written = yaml.safe_load((root / CONFIG).read_text()) or {}
+    if "sample" not in (written.get("routing") or {}):
+        config.routing.sample = None
+    return config
+
+
 def open_run(directory: str | Path) -> OpenRun:
     """Open the run in ``directory``, verifying ``config.yaml`` and ``progress.json``.
 
@@ -51,7 +68,7 @@ def open_run(directory: str | Path) -> OpenRun:
     store = open_store(root, writer=distributed.is_main())
     store.read_verified(CONFIG)
     try:
-        config = load_config(root / CONFIG)
+        config = stored_config(root)
     except ConfigError as exc:
         raise PearlError(f"{root / CONFIG} does not hold a valid config: {exc}") from exc
     if BENCHMARK_COPY in store.files:
@@ -78,7 +95,7 @@ def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:
         ConfigError: an override changes the run (names each key, its stored and new value).
     """
     stored = opened.config
-    wanted = load_config(opened.store.root / CONFIG, overrides)
+    wanted = stored_config(opened.store.root, overrides)
     changed = [f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}" for key in config_keys()
                if not key.startswith(RESUMABLE_CHANGES) and stored.get(key) != wanted.get(key)]
     if changed:

@@ -95,7 +95,8 @@ class TaskBranches(Learner):
         (default ``routing.router``).
 
         The same counts as :func:`pearl_cl.learning.evaluation.evaluate_tasks` (the same batches through
-        the same branches; the ``reference`` router may differ in the last bits of a score), with
+        the same branches; the one-pass ``reference`` and ``likelihood-ratio`` routers may differ
+        in the last bits of a score), with
         less work: a learned branch never changes (``tests/test_isolation.py``),
         so what each branch predicts and scores on a task's test images is computed once and kept
         (``(N,)`` classes and scores per branch and task, and the reference features, ``(N, D_ref)``

@@ -31,6 +31,9 @@ class Router:
         name: the registered name.
         per_branch: True: :meth:`score` each branch and calibrate; False: :meth:`choose`.
         keeps: True: :meth:`fit` keeps tensors per task; False: the router needs none.
+        needs_network: :meth:`fit` reads the features of the network (the
+            :class:`~pearl_cl.routers.statistics.TaskFeatures` of a network pass); False: only
+            the images.
         uses_reference_features: :meth:`score` reads each branch's features joined with the
             reference branch's (:func:`~pearl_cl.routers.statistics.joint_features`).
         legacy_row: the row of this router's calibration in the ``(R, 2)`` tensor of pearl-cl
@@ -40,6 +43,7 @@ class Router:
     name: ClassVar[str] = ""
     per_branch: ClassVar[bool] = True
     keeps: ClassVar[bool] = False
+    needs_network: ClassVar[bool] = True
     uses_reference_features: ClassVar[bool] = False
     legacy_row: ClassVar[int | None] = None
 
@@ -84,8 +88,11 @@ class Router:
                 was learned before the router was registered).
         """
         if self.name not in stats.calibration:
+            usable = sorted(set(stats.calibration) | set(stats.routers) | {n for n, r in ROUTERS.items()
+                                                                         if not r.keeps and not r.per_branch})
             raise ConfigError(f"the saved task statistics have no calibration for router {self.name!r} (the run was "
-                              f"learned without it); choose routing.router from: {', '.join(sorted(stats.calibration))}")
+                              f"learned without it; routing.fit_all=true keeps every router's); choose routing.router "
+                              f"from: {', '.join(usable)}")
         mean, std = stats.calibration[self.name]
         return (raw.double() - mean) / std
 

@@ -25,7 +25,7 @@ import torch
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import Router
-from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, shrunk_covariance
+from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, class_statistics, shrunk_covariance
 
 SEED = 0
 """Seed of the random projection (the same for every run, so saved statistics stay readable)."""
@@ -42,7 +42,8 @@ def random_features(inputs: torch.Tensor, width: int, batch_size: int = 4096) ->
 
 _pooled: list = []
 """The last :func:`pooled` result with the statistics it came from (kept alive, so identity
-comparison is safe): routing batch after batch among the same tasks factorises once."""
+comparison is safe; T·M² floats until the next call with other tasks): routing batch after batch
+among the same tasks factorises once. Saved statistics are never changed in place."""
 
 
 def pooled(stats: list[dict[str, torch.Tensor]], shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,7 @@ def pooled(stats: list[dict[str, torch.Tensor]], shrinkage: float) -> tuple[torc
 def likelihood_ratios(h: torch.Tensor, stats: list[dict[str, torch.Tensor]], shrinkage: float) -> torch.Tensor:
     """``(T, N)`` log-likelihood ratio of each task against the rest for ``(N, M)`` random
     features ``h``, from each task's kept ``means``, ``scatter`` and ``count``; with one task
-    the ratio is its log-likelihood (there is no rest)."""
+    the ratio is its log-likelihood up to a constant (there is no rest)."""
     owner = torch.cat([torch.full((len(s["means"]),), t) for t, s in enumerate(stats)])
     chol, m = pooled(stats, shrinkage)
     z = torch.linalg.solve_triangular(chol, h.T, upper=False).T
@@ -82,21 +83,20 @@ def likelihood_ratios(h: torch.Tensor, stats: list[dict[str, torch.Tensor]], shr
     return own - rest
 
 
-@ROUTERS.register("likelihood-ratio")
+@ROUTERS.register("likelihood-ratio", default=True)
 class LikelihoodRatio(Router):
     """One-pass router: the task with the largest likelihood ratio against the other tasks."""
 
     per_branch = False
     keeps = True
+    needs_network = False
 
     def fit(self, data: TaskFeatures, routing) -> dict[str, torch.Tensor]:
         """``means`` ``(K, M)``, within-class ``scatter`` ``(M, M)`` (float32) and ``count``
         ``(1,)`` of every training image's random features (no network pass)."""
         h = random_features(data.inputs, routing.random_features)
-        means = torch.stack([h[data.input_labels == k].mean(dim=0) for k in range(data.n_classes)])
-        centred = h - means[data.input_labels]
-        return {"means": means.float(), "scatter": (centred.T @ centred).float(),
-                "count": torch.tensor([len(h)])}
+        means, scatter = class_statistics(h, data.input_labels, data.n_classes)
+        return {"means": means.float(), "scatter": scatter.float(), "count": torch.tensor([len(h)])}
 
     def choose(self, x: torch.Tensor, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics],
                routing, true_task: torch.Tensor | None) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pearl_cl.routers.base import Router
 from pearl_cl.routers.statistics import TaskFeatures, class_statistics, score_mahalanobis, shrunk_precision, whitening
 
 
-@ROUTERS.register("mahalanobis", default=True)
+@ROUTERS.register("mahalanobis")
 class Mahalanobis(Router):
     """Per-branch Mahalanobis score on joined branch and reference features."""
 

@@ -87,7 +87,8 @@ class TaskFeatures:
         inputs: ``(N_all, C·H·W)`` every training image, flattened (no network pass needed).
         input_labels: ``(N_all,)`` their local labels.
         val_logits: ``(N_val, K)`` the task's head on its validation images (for calibration).
-        val_joint: ``(N_val, D + D_ref)`` their joined features.
+        val_branch: ``(N_val, D)`` their features through the task's branch.
+        val_joint: ``(N_val, D + D_ref)`` those joined with the reference branch's.
     """
 
     labels: torch.Tensor
@@ -97,6 +98,7 @@ class TaskFeatures:
     inputs: torch.Tensor
     input_labels: torch.Tensor
     val_logits: torch.Tensor
+    val_branch: torch.Tensor
     val_joint: torch.Tensor
 
 
@@ -122,8 +124,10 @@ class TaskStatistics:
         if name not in self.routers:
             if not ROUTERS.get(name).keeps:
                 return {}
+            usable = sorted(n for n, r in ROUTERS.items() if n in self.routers or not r.keeps)
             raise ConfigError(f"the saved task statistics have nothing for router {name!r} (the run was learned "
-                              f"without it); choose routing.router from: {', '.join(sorted(self.routers))}")
+                              f"without it; routing.fit_all=true keeps every router's); choose routing.router from: "
+                              f"{', '.join(usable)}")
         return self.routers[name]
 
     def nbytes(self, name: str) -> int:
@@ -205,29 +209,48 @@ def task_features(model, task: str, n_classes: int, train_x: torch.Tensor, train
     model.eval()
     is_reference = task == model.reference_task
 
-    def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         feats, logits = _features(model, x, task, batch_size)
         ref = feats if is_reference else _features(model, x, model.reference_task, batch_size)[0]
-        return joint_features(feats, ref, is_reference), logits, ref
+        return joint_features(feats, ref, is_reference), logits, ref, feats
 
     idx = statistics_sample(len(train_y), sample)
-    feats, logits, ref_feats = joint(train_x[idx])
-    val_feats, val_logits = (joint(val_x)[:2]) if len(val_x) else (feats, logits)
-    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x.flatten(1), train_y, val_logits, val_feats)
+    counts = torch.bincount(train_y[idx], minlength=n_classes)
+    if int(counts.min()) < 2:
+        raise ConfigError(f"routing.sample={sample} leaves class {int(counts.argmin())} of task {task} with "
+                          f"{int(counts.min())} image(s) for the router statistics; raise routing.sample or set it to null (all)")
+    feats, logits, ref_feats, branch = joint(train_x[idx])
+    val_feats, val_logits, _, val_branch = joint(val_x) if len(val_x) else (feats, logits, ref_feats, branch)
+    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x.flatten(1), train_y, val_logits, val_branch,
+                        val_feats)
 
 
 def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
                     val_x: torch.Tensor, routing, batch_size: int = EVAL_BATCH) -> TaskStatistics:
-    """Statistics of task ``task`` for every registered router, with their calibration
-    (:func:`task_features` gives what they are computed from; ``routing`` is the run's
-    :class:`~pearl_cl.config.RoutingConfig`)."""
-    data = task_features(model, task, n_classes, train_x, train_y, val_x, routing.sample, batch_size)
+    """Statistics of task ``task`` for ``routing.router`` (every registered router with
+    ``routing.fit_all``), with their calibration (:func:`task_features` gives what they are
+    computed from; ``routing`` is the run's :class:`~pearl_cl.config.RoutingConfig`). The
+    network pass is skipped when no router needs it.
+
+    Raises:
+        ConfigError: ``routing.sample`` leaves a class fewer than 2 images.
+    """
+    routers = [ROUTERS.get(n)() for n in ROUTERS.names()] if routing.fit_all else [ROUTERS.get(routing.router)()]
     stats = TaskStatistics({}, {})
-    for name, router_class in ROUTERS.items():
-        router = router_class()
-        kept = stats.routers[name] = router.fit(data, routing) if router.keeps else {}
+    if all(not r.keeps and not r.per_branch for r in routers):
+        return stats
+    if all(not r.per_branch and not r.needs_network for r in routers):
+        empty = torch.empty(0)
+        data = TaskFeatures(torch.empty(0, dtype=torch.long), n_classes, empty, empty, train_x.flatten(1), train_y,
+                            empty, empty, empty)
+    else:
+        data = task_features(model, task, n_classes, train_x, train_y, val_x, routing.sample, batch_size)
+    for router in routers:
+        if router.keeps:
+            stats.routers[router.name] = router.fit(data, routing)
         if router.per_branch:
-            stats.calibration[name] = calibration_row(router.score(data.val_logits, data.val_joint, kept))
+            features = data.val_joint if router.uses_reference_features else data.val_branch
+            stats.calibration[router.name] = calibration_row(router.score(data.val_logits, features, stats.of(router.name)))
     return stats
 
 
