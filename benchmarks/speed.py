@@ -54,7 +54,7 @@ from pearl_cl.data.sources import DATASETS
 from pearl_cl.methods.pearl import Pearl
 from pearl_cl.commands.report import text_table
 from pearl_cl.registry import BENCHMARKS, ROUTERS
-from pearl_cl.learning.evaluation import routed_counts
+from pearl_cl.learning.evaluation import local_labels, routed_counts
 from pearl_cl.engine.runner import benchmark_for
 from pearl_cl.learning.training import count_correct, fit
 
@@ -203,7 +203,8 @@ def routers_against_tasks(config: RunConfig) -> None:
         if i + 1 not in ROUTER_TASKS:
             continue
         calls = {"task-il": lambda: [learner.count_correct(t.name, t.test_x, t.test_y) for t in timed]}
-        calls.update({r: (lambda r=r: [routed_counts(learner, t, j, r) for j, t in enumerate(timed)]) for r in ROUTERS})
+        local = local_labels(tasks)
+        calls.update({r: (lambda r=r: [routed_counts(learner, t, j, local, r) for j, t in enumerate(timed)]) for r in ROUTERS})
         seconds = interleaved(calls, 3)
         rows["Task-IL images/s"].append(f"{sum(len(t.test_y) for t in timed) / seconds['task-il']:,.0f}")
         for r in ROUTERS:

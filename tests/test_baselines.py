@@ -10,7 +10,7 @@ import torch
 
 from conftest import small_config
 from pearl_cl.config import load_config
-from pearl_cl.methods.ewc import EWC
+from pearl_cl.methods.ewc import EWC, OnlineEWC
 from pearl_cl.methods.lwf import LwF
 from pearl_cl.methods.si import SI
 from pearl_cl.registry import METHODS
@@ -99,12 +99,28 @@ def test_fisher_matches_one_image_at_a_time(small_tasks):
 
 
 def test_online_fisher_decays_by_gamma(small_tasks):
-    learner = _learned(EWC, small_tasks[0], ewc__gamma=0.5, ewc__fisher_samples=50)
+    learner = _learned(OnlineEWC, small_tasks[0], **{"online-ewc__gamma": 0.5, "online-ewc__fisher_samples": 50})
     first = {k: v.clone() for k, v in learner.importance.items()}
     learner.learn(small_tasks[1], seed=1)
     new = fisher_diagonal(learner.net, small_tasks[1].train_x[:50], torch.tensor([0, 1, 2, 3]))
     for k in first:
         torch.testing.assert_close(learner.importance[k], 0.5 * first[k] + new[k])
+
+
+def test_ewc_keeps_one_penalty_per_task_as_their_sum(small_tasks):
+    """EWC's summed importance and Fisher-weighted anchor give the gradient of Σ_t (λ/2)·F_t·(θ − θ*_t)²."""
+    learner = _learned(EWC, small_tasks[0], ewc__fisher_samples=50)
+    fisher = [{k: v.clone() for k, v in learner.importance.items()}]
+    anchors = [{k: v.clone() for k, v in learner.anchor.items()}]
+    learner.learn(small_tasks[1], seed=1)
+    fisher.append(fisher_diagonal(learner.net, small_tasks[1].train_x[:50], torch.tensor([0, 1, 2, 3])))
+    anchors.append({k: v.detach().clone() for k, v in learner.net.named_parameters()})
+    _nudge(learner.net)
+    learner.net.zero_grad()
+    learner.penalty().backward()
+    for name, p in learner.net.named_parameters():
+        expected = sum(learner.config.ewc.lambda_ * f[name] * (p.detach() - a[name]) for f, a in zip(fisher, anchors))
+        torch.testing.assert_close(p.grad, expected, rtol=1e-2, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_si_importance_follows_the_path_integral(small_tasks):

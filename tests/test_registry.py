@@ -116,11 +116,20 @@ def test_every_registry_fills_itself_and_the_config_defaults_come_from_it():
                                                                              BACKBONES.default())
 
 
+def test_an_ewc_run_of_version_0_3_reads_as_online_ewc(tmp_path):
+    """Method ``ewc`` was online EWC (its section had ``gamma``) until EWC and online EWC were split."""
+    old = tmp_path / "config.yaml"
+    old.write_text("method: ewc\newc:\n  lambda: 3.0\n  gamma: 0.7\n  fisher_samples: null\n")
+    config = load_config(old)
+    assert (config.method, config.sections["online-ewc"].lambda_, config.sections["online-ewc"].gamma) == ("online-ewc", 3.0, 0.7)
+    assert config.ewc.lambda_ == 1e7
+
+
 def test_config_files_of_version_0_1_map_their_keys(tmp_path):
     old = tmp_path / "config.yaml"
     old.write_text("pearl:\n  fixed_rank: 3\nbaselines:\n  ewc_lambda: 5.0\n  si_c: 2.0\n  lwf_alpha: 0.5\n")
     config = load_config(old)
-    assert (config.lora.rank, config.ewc.lambda_, config.si.c, config.lwf.alpha) == (3, 5.0, 2.0, 0.5)
+    assert (config.lora.rank, config.sections["online-ewc"].lambda_, config.si.c, config.lwf.alpha) == (3, 5.0, 2.0, 0.5)
     with pytest.raises(ConfigError, match="unknown config key 'ewc.lamda'; did you mean 'ewc.lambda'"):
         load_config(None, ["ewc.lamda=1"])
 

@@ -56,7 +56,7 @@ def test_classic_protocol_sets_the_literature_values_and_overrides_apply_on_top(
         load_config(protocol="classic")
 
 
-@pytest.mark.parametrize("key, value", [("ewc.lambda", -1.0), ("ewc.gamma", 1.5), ("si.xi", 0.0), ("lwf.temperature", 0.0),
+@pytest.mark.parametrize("key, value", [("ewc.lambda", -1.0), ("online-ewc.gamma", 1.5), ("online-ewc.lambda", -1.0), ("si.xi", 0.0), ("lwf.temperature", 0.0),
                                         ("ewc.fisher_samples", 0), ("si.c", float("nan")), ("lora.rank", 0)])
 def test_method_hyperparameters_out_of_range_name_their_key(key, value):
     config = load_config(**{key.replace(".", "__"): value})

@@ -84,7 +84,12 @@ class TrainConfig:
     with a fixed number of optimiser steps per task (the probe still counts ``probe_epochs``);
     ``optimizer``: adam | sgd; ``lr`` (full-weight training) and ``adapter_lr`` (LoRA adapters)
     and ``weight_decay`` per step; ``augment``: none | crop_flip (random crop after 4-pixel padding
-    and horizontal flip of every training batch, :mod:`pearl_cl.data.augment`; for 32×32 RGB)."""
+    and horizontal flip of every training batch, :mod:`pearl_cl.data.augment`; for 32×32 RGB);
+    ``reset_optimizer``: start every task with a fresh optimiser (False: one optimiser, its state
+    — Adam's moment estimates, SGD's momentum — carried from task to task, as the Split-MNIST
+    protocol of van de Ven & Tolias (2019) does). It applies to the methods that train the same
+    weights on every task (the single-head ones); a method that trains new adapters for each task
+    gives each a fresh optimiser."""
 
     epochs: int = 1
     reference_epochs: int = 1
@@ -96,6 +101,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     augment: str = "none"
+    reset_optimizer: bool = False
 
 
 @dataclass
@@ -159,7 +165,12 @@ def method_sections() -> dict[str, Any]:
 @dataclass
 class RunConfig:
     """Everything a run needs; ``out`` is the run directory (None: ``runs/<name>-<time>``);
-    ``method`` defaults to the registered default method. ``sections`` holds each registered
+    ``method`` defaults to the registered default method; ``scenario`` is what the single-head
+    methods are trained for (:data:`SCENARIOS`; None: the benchmark's own, ``class-il`` or
+    ``domain-il``): ``task-il`` trains each task over its own classes' output units only,
+    ``domain-il`` one shared set of units over the tasks' local labels, ``class-il`` every class
+    seen so far (van de Ven & Tolias, "Three scenarios for continual learning", 2019); methods
+    with a branch per task train alike in every scenario. ``sections`` holds each registered
     method's hyper-parameters by method name; ``config.<method>`` reads one
     (``config.ewc.lambda_``)."""
 
@@ -167,6 +178,7 @@ class RunConfig:
     method: str = field(default_factory=lambda: METHODS.default())
     seed: int = 0
     out: str | None = None
+    scenario: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -212,16 +224,33 @@ class RunConfig:
                            augment=t.augment)
 
 
+SCENARIOS = ("task-il", "domain-il", "class-il")
+"""The three continual-learning scenarios of van de Ven & Tolias (2019): the task label given at
+test time (``task-il``); not given, the task-local label to predict (``domain-il``); not given,
+the global class to predict (``class-il``)."""
+
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "classic-split-mnist": {
         "backbone.name": "mlp", "backbone.width": 1.0, "train.optimizer": "adam", "train.lr": 0.001,
-        "train.batch_size": 128, "train.iterations": 2000,
+        "train.batch_size": 128, "train.iterations": 2000, "train.reset_optimizer": False, "scenario": "class-il",
     },
 }
 """Named protocols: config values applied before the file and overrides. ``classic-split-mnist``
 is the Split-MNIST protocol of Hsu et al. (2018) and van de Ven & Tolias (2019): an MLP with two
-hidden layers of 400 ReLU units, Adam with lr 0.001, batches of 128, 2,000 iterations per task.
-(Both train on all 60,000 training images; ours hold ``data.val_fraction`` out for validation.)"""
+hidden layers of 400 ReLU units, Adam with lr 0.001 and its state kept across tasks, batches of
+128, 2,000 iterations per task. (Both train on all 60,000 training images; ours hold
+``data.val_fraction`` out for validation.)"""
+
+PROTOCOL_SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
+    "classic-split-mnist": {
+        "task-il": {"ewc.lambda": 1e7, "online-ewc.lambda": 1e8, "online-ewc.gamma": 0.8, "si.c": 50.0},
+        "domain-il": {"ewc.lambda": 1e6, "online-ewc.lambda": 1e8, "online-ewc.gamma": 0.7, "si.c": 500.0},
+        "class-il": {"ewc.lambda": 1e8, "online-ewc.lambda": 1e9, "online-ewc.gamma": 0.8, "si.c": 0.5},
+    },
+}
+"""A protocol's hyper-parameters per scenario, applied for the run's ``scenario`` unless the file
+or an override sets the key. ``classic-split-mnist``: the values van de Ven & Tolias chose per
+scenario on Split-MNIST (``param_values.py`` of github.com/GMvandeVen/continual-learning, 2019)."""
 
 
 def _key(field_name: str) -> str:
@@ -360,7 +389,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 **values: Any) -> RunConfig:
     """The defaults, then the named ``protocol`` (a key of :data:`PROTOCOLS`), then the YAML
     file at ``path``, then ``overrides`` (``"key=value"``), then ``values`` given as keyword
-    arguments with ``__`` for dots (``pearl__rank_rule="energy"``).
+    arguments with ``__`` for dots (``pearl__rank_rule="energy"``), then the protocol's values for
+    the resulting ``scenario`` (:data:`PROTOCOL_SCENARIOS`) where none of those set the key.
 
     Raises:
         ConfigError: unreadable file, unknown protocol or key, malformed override or wrongly
@@ -372,6 +402,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
         for key, value in PROTOCOLS[protocol].items():
             apply(config, key, value)
+    explicit: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -383,13 +414,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
         legacy = legacy_keys()
-        for key, value in _flatten(loaded, config_keys()).items():
-            apply(config, legacy.get(key, key), value)
-    for text in overrides or []:
-        apply(config, *parse_override(text))
-    for key, value in values.items():
-        apply(config, key.replace("__", "."), value)
+        loaded = _renamed_methods(loaded)
+        explicit.update({legacy.get(key, key): value for key, value in _flatten(loaded, config_keys()).items()})
+    explicit.update(parse_override(text) for text in overrides or [])
+    explicit.update({key.replace("__", "."): value for key, value in values.items()})
+    for key, value in explicit.items():
+        apply(config, key, value)
+    by_scenario = PROTOCOL_SCENARIOS.get(protocol or "", {}).get(config.scenario or "", {})
+    for key, value in by_scenario.items():
+        if key not in explicit:
+            apply(config, key, value)
     return config
+
+
+def _renamed_methods(loaded: dict[str, Any]) -> dict[str, Any]:
+    """A config file read as today's methods: where a method section declares
+    ``RENAMED_FROM = (old_name, key)`` and the file's section ``old_name`` holds ``key``, that
+    section (and ``method: old_name``) is read as the declaring method's; any other file
+    unchanged."""
+    for name, section in section_classes().items():
+        old, key = getattr(section, "RENAMED_FROM", (None, None))
+        if isinstance(loaded.get(old), dict) and key in loaded[old]:
+            loaded = {(name if k == old else k): v for k, v in loaded.items()}
+            if loaded.get("method") == old:
+                loaded["method"] = name
+    return loaded
 
 
 def save_config(config: RunConfig) -> str:
@@ -433,6 +482,9 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"routing.shrinkage must be in [0, 1], got {config.routing.shrinkage}")
     if config.routing.sample is not None and config.routing.sample < 2:
         raise ConfigError(f"routing.sample must be at least 2 images per task or null (all), got {config.routing.sample}")
+    if config.scenario is not None and config.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {config.scenario!r}; choose one of: {', '.join(SCENARIOS)}, "
+                          f"or null (the benchmark's own)")
     if config.routing.random_features < 1:
         raise ConfigError(f"routing.random_features must be a positive width, got {config.routing.random_features}")
     if config.logging.tensorboard:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pearl_cl.config import PROTOCOLS, load_config
+from pearl_cl.config import PROTOCOLS, SCENARIOS, load_config
 from pearl_cl.errors import ConfigError, PearlError
 
 
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--methods", help="comma-separated methods and the variants they declare, e.g. a fixed rank or a "
                                        "matched budget (default: every registered method's own list; run --help-config "
                                        "lists the methods)")
+    cmp.add_argument("--scenarios", help="comma-separated scenarios (task-il,domain-il,class-il): each single-head method "
+                                         "is trained once per scenario, with the protocol's values for it; methods with a "
+                                         "branch per task run once and report every scenario (default: the config's scenario)")
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from --seed (default 3)")
     cmp.add_argument("--seed", type=int, help="first seed (default: the config's, 0)")
     cmp.add_argument("--out", help="comparison directory to create (default: runs/compare-<benchmark>-<time>)")
@@ -199,7 +202,15 @@ def _compare(args: argparse.Namespace) -> None:
     config = _load(args, seed=args.seed)
     specs = parse_methods(args.methods if args.methods is not None else default_methods())
     seeds = list(range(config.seed, config.seed + args.seeds))
-    result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)), jobs=args.jobs)
+    scenarios = None
+    if args.scenarios is not None:
+        names = [part.strip() for part in args.scenarios.split(",") if part.strip()]
+        unknown = [n for n in names if n not in SCENARIOS]
+        if unknown or not names or len(set(names)) < len(names):
+            raise ConfigError(f"--scenarios {args.scenarios!r}: give distinct scenarios from {', '.join(SCENARIOS)}")
+        scenarios = {name: _load(args, seed=args.seed, scenario=name) for name in names}
+    result = compare(config, specs, seeds, args.out, on_run=lambda row: tqdm.write(compare_line(row)), jobs=args.jobs,
+                     scenarios=scenarios)
     print(compare_table(result))
 
 

@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pearl_cl.commands.comparison import Comparison, MethodSpec
+from pearl_cl.commands.comparison import Comparison, MethodSpec, per_scenario
 from pearl_cl.commands.report import write_report
-from pearl_cl.config import RunConfig, updated, validate
+from pearl_cl.config import SCENARIOS, RunConfig, updated, validate
 from pearl_cl.engine.engine import RunResult
 from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.runner import run
@@ -39,11 +39,15 @@ def run_row(label: str, result: RunResult, setting: str) -> dict[str, Any]:
     is the method's distinguishing setting (``r=4``, or ``""``)."""
     m = result.metrics
     routed = m["routing"]["scenario"]
-    row: dict[str, Any] = {"method": label, "seed": m["seed"], "setting": setting, "scenario": routed}
+    row: dict[str, Any] = {"method": label, "seed": m["seed"], "setting": setting, "scenario": routed,
+                           "training_scenario": m.get("training_scenario", routed)}
     for name, key in ((SCENARIO, "task_il"), (routed, "routed")):
         s = m["scenarios"][name]
         row.update({f"{key}_accuracy_pct": s["average_accuracy"], f"{key}_forgetting_pp": s["forgetting"],
                     f"{key}_bwt_pp": s["bwt"]})
+    for name in SCENARIOS[1:]:
+        row[f"{name.replace('-', '_')}_accuracy_pct"] = m["scenarios"].get(name, {}).get("average_accuracy")
+    row["task_il_fwt_pp"] = m["scenarios"][SCENARIO].get("fwt")
     added = m["parameters_added_after_reference"]
     row.update({
         "routing_accuracy_pct": m["routing"]["accuracy"],
@@ -58,20 +62,22 @@ def run_row(label: str, result: RunResult, setting: str) -> dict[str, Any]:
     return row
 
 
-NUMERIC = ("task_il_accuracy_pct", "routed_accuracy_pct", "task_il_forgetting_pp", "routed_forgetting_pp", "task_il_bwt_pp",
-           "routed_bwt_pp", "routing_accuracy_pct", "params_added", "params_added_pct_of_backbone", "state_numbers",
+NUMERIC = ("task_il_accuracy_pct", "routed_accuracy_pct", "domain_il_accuracy_pct", "class_il_accuracy_pct",
+           "task_il_forgetting_pp", "routed_forgetting_pp", "task_il_bwt_pp", "routed_bwt_pp", "task_il_fwt_pp",
+           "routing_accuracy_pct", "params_added", "params_added_pct_of_backbone", "state_numbers",
            "peak_memory_mib", "learn_seconds", "seconds")
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method (in first-seen order): ``seeds``, the settings used, and the mean and sample
-    standard deviation (ddof 1; 0 for one seed) of every :data:`NUMERIC` column, as
-    ``<column>_mean`` and ``<column>_std`` (None where a column is undefined, e.g. routing for a
-    single-head method)."""
+    """Per method and training scenario (in first-seen order): ``seeds``, the settings used, and
+    the mean and sample standard deviation (ddof 1; 0 for one seed) of every :data:`NUMERIC`
+    column, as ``<column>_mean`` and ``<column>_std`` (None where a column is undefined, e.g.
+    routing for a single-head method)."""
     out = []
-    for label in dict.fromkeys(r["method"] for r in rows):
-        group = [r for r in rows if r["method"] == label]
+    for label, trained in dict.fromkeys((r["method"], r["training_scenario"]) for r in rows):
+        group = [r for r in rows if (r["method"], r["training_scenario"]) == (label, trained)]
         entry: dict[str, Any] = {"method": label, "seeds": len(group), "scenario": group[0]["scenario"],
+                                 "training_scenario": trained,
                                  "settings": list(dict.fromkeys(r["setting"] for r in group if r["setting"]))}
         for column in NUMERIC:
             values = [r[column] for r in group if r[column] is not None]
@@ -104,10 +110,15 @@ def default_compare_dir(benchmark: str) -> Path:
 
 
 def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str | Path | None = None,
-            on_run: Callable[[dict[str, Any]], None] | None = None, jobs: int = 1) -> Comparison:
+            on_run: Callable[[dict[str, Any]], None] | None = None, jobs: int = 1,
+            scenarios: dict[str, RunConfig] | None = None) -> Comparison:
     """Run every spec for every seed and write the comparison directory.
 
-    ``base`` is the config every run starts from; ``on_run(row)`` is called after each run.
+    ``base`` is the config every run starts from; with ``scenarios`` (scenario → the config its
+    runs start from), each single-head method runs once per scenario from that scenario's
+    config, in ``runs/<label>-<scenario>-seed<k>/``, and each method with a branch per task runs
+    once from ``base`` (:func:`~pearl_cl.commands.comparison.per_scenario`). ``on_run(row)`` is
+    called after each run.
     ``jobs`` runs start at once, each in its own process with ``torch.get_num_threads() // jobs``
     threads (at least 1); with ``jobs`` = 1 they run one after another in this process, seed-major.
     Either way the rows come out in seed-major, spec order, and a matched variant starts once its
@@ -124,14 +135,17 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         raise ConfigError("--seeds must be >= 1")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    bases = {None: base, **(scenarios or {})}
+    specs = per_scenario(specs, list(scenarios)) if scenarios else specs
     for spec in specs:
         for seed in seeds:
-            validate(updated(base, {**spec.values, "method": spec.method, "seed": seed}))
+            validate(updated(bases[spec.scenario], {**spec.values, "method": spec.method, "seed": seed}))
     directory = Path(out) if out else default_compare_dir(base.benchmark)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PearlError(f"comparison directory {directory} already exists and is not empty; choose a new one with --out DIR")
     store = RunStore(directory)
-    settings = {"benchmark": base.benchmark, "methods": [s.label for s in specs], "seeds": seeds, "config": base.to_dict()}
+    settings = {"benchmark": base.benchmark, "methods": list(dict.fromkeys(s.label for s in specs)), "seeds": seeds,
+                "config": base.to_dict(), "scenarios": list(scenarios or [])}
     order = [(seed, spec) for seed in seeds for spec in specs]
     done: dict[tuple[int, str], dict[str, Any]] = {}
     results: dict[tuple[int, str], RunResult] = {}
@@ -140,17 +154,17 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
         values = spec.values
         if spec.budget is not None:
             values = METHODS.get(spec.method).matched_values(results[(seed, spec.budget)])
-        config = updated(base, {**values, "method": spec.method, "seed": seed,
-                                "out": str(directory / "runs" / f"{spec.label}-seed{seed}")})
+        config = updated(bases[spec.scenario], {**values, "method": spec.method, "seed": seed,
+                                                "out": str(directory / "runs" / f"{spec.key}-seed{seed}")})
         return config, METHODS.get(spec.method).setting(config)
 
     def finished(seed: int, spec: MethodSpec, result: RunResult, setting: str) -> None:
-        results[(seed, spec.label)] = result
-        done[(seed, spec.label)] = run_row(spec.label, result, setting)
-        rows = [done[(s, sp.label)] for s, sp in order if (s, sp.label) in done]
+        results[(seed, spec.key)] = result
+        done[(seed, spec.key)] = run_row(spec.label, result, setting)
+        rows = [done[(s, sp.key)] for s, sp in order if (s, sp.key) in done]
         _write(store, rows, aggregate(rows), settings)
         if on_run is not None:
-            on_run(done[(seed, spec.label)])
+            on_run(done[(seed, spec.key)])
 
     if jobs == 1:
         for seed, spec in order:
@@ -158,7 +172,7 @@ def compare(base: RunConfig, specs: list[MethodSpec], seeds: list[int], out: str
             finished(seed, spec, run(config), setting)
     else:
         _run_parallel(order, jobs, config_for, finished)
-    rows = [done[(seed, spec.label)] for seed, spec in order]
+    rows = [done[(seed, spec.key)] for seed, spec in order]
     write_report([directory])
     return Comparison(directory, rows, aggregate(rows))
 
@@ -195,7 +209,7 @@ def _run_parallel(order: list[tuple[int, MethodSpec]], jobs: int,
     with futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while running or (waiting and error is None):
             if error is None:
-                pending = {(seed, spec.label) for seed, spec in waiting} | {(s, sp.label) for s, sp, _ in running.values()}
+                pending = {(seed, spec.key) for seed, spec in waiting} | {(s, sp.key) for s, sp, _ in running.values()}
                 for seed, spec in [job for job in waiting if (job[0], job[1].budget) not in pending]:
                     config, setting = config_for(seed, spec)
                     running[pool.submit(_run_in_process, config, threads)] = (seed, spec, setting)

@@ -17,13 +17,33 @@ from pearl_cl.registry import METHODS
 @dataclass(frozen=True)
 class MethodSpec:
     """One row of a comparison: its ``label``, the registered ``method`` it runs, the config
-    ``values`` the label stands for (``{"lora.rank": 4}``), and for a matched variant the label
-    of the rank-choosing spec whose parameter budget it matches (``budget``)."""
+    ``values`` the label stands for (``{"lora.rank": 4}``), for a matched variant the label
+    of the rank-choosing spec whose parameter budget it matches (``budget``), and the
+    ``scenario`` it is trained for when a comparison runs several (None: the base config's)."""
 
     label: str
     method: str
     values: dict[str, Any] = field(default_factory=dict)
     budget: str | None = None
+    scenario: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The spec's name in the comparison: ``label``, or ``label-scenario``."""
+        return f"{self.label}-{self.scenario}" if self.scenario else self.label
+
+
+def per_scenario(specs: list[MethodSpec], scenarios: list[str]) -> list[MethodSpec]:
+    """``specs`` with each single-head method's spec repeated once per scenario (it is trained
+    differently in each); a method with a branch per task stays one spec, since one run of it
+    reports every scenario."""
+    out: list[MethodSpec] = []
+    for spec in specs:
+        if METHODS.get(spec.method).single_head:
+            out += [MethodSpec(spec.label, spec.method, spec.values, spec.budget, scenario) for scenario in scenarios]
+        else:
+            out.append(spec)
+    return out
 
 
 def ordered_methods() -> list[tuple[str, type]]:

@@ -20,6 +20,7 @@ from pearl_cl.commands.comparison import Comparison, budget_labels, ordered_meth
 from pearl_cl.engine.engine import RunResult
 from pearl_cl.learning.metrics import percent_of
 from pearl_cl.engine.operations import inspect
+from pearl_cl.config import SCENARIOS
 from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.store import MANIFEST, RunStore
 from pearl_cl.errors import PearlError
@@ -193,7 +194,8 @@ def compare_rows(comparison: Comparison) -> Table:
     """One row per method of :func:`pearl_cl.commands.compare.compare`: mean ± std over seeds."""
     methods = comparison.methods
     routed = methods[0]["scenario"]
-    rows = [[method_label(e["method"], _settings(e)),
+    several = len({e.get("training_scenario") for e in methods}) > 1
+    rows = [[method_label(e["method"], _settings(e)) + (f" [{e['training_scenario']}]" if several else ""),
              _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
              _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
              _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "state_numbers", 0), _mean_std(e, "peak_memory_mib", 0),
@@ -217,10 +219,34 @@ def compare_legend(comparison: Comparison) -> str:
     ])
 
 
+def scenario_rows(comparison: Comparison) -> Table:
+    """One row per method label, a column per scenario (van de Ven & Tolias 2019): each
+    scenario's average accuracy (mean ± std over seeds) from the runs trained for it, or, for a
+    method with a branch per task (one run, marked †), from its one run; then the Task-IL
+    forward transfer of the Task-IL runs."""
+    entries = comparison.methods
+    rows = []
+    for label in dict.fromkeys(e["method"] for e in entries):
+        own = [e for e in entries if e["method"] == label]
+        one_run = len(own) == 1 and len({e.get("training_scenario") for e in entries}) > 1
+        cells = []
+        for name in (*SCENARIOS, SCENARIO):
+            match = own[0] if one_run else next((e for e in own if e.get("training_scenario") == name), None)
+            column = "task_il_fwt_pp" if len(cells) == len(SCENARIOS) else f"{name.replace('-', '_')}_accuracy_pct"
+            cells.append("-" if match is None else _mean_std(match, column))
+        rows.append([label + (" †" if one_run else ""), *cells])
+    return ["method", *SCENARIOS, "Task-IL FWT"], rows
+
+
 def compare_table(comparison: Comparison) -> str:
-    """The comparison of :func:`pearl_cl.commands.compare.compare` as one table: mean ± std over seeds."""
-    return "\n\n".join([compare_legend(comparison), text_table(*compare_rows(comparison)),
-                         f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
+    """The comparison of :func:`pearl_cl.commands.compare.compare` as one table: mean ± std over
+    seeds; when it trained several scenarios, first the table of :func:`scenario_rows`."""
+    parts = [compare_legend(comparison), text_table(*compare_rows(comparison))]
+    if len({e.get("training_scenario") for e in comparison.methods}) > 1:
+        parts += ["accuracy % per scenario, each single-head method trained for it; † one run of a method with a "
+                  "branch per task reports every scenario; FWT in percentage points (- : not measurable)",
+                  text_table(*scenario_rows(comparison))]
+    return "\n\n".join([*parts, f"comparison directory: {comparison.directory} (compare.csv, compare.json, runs/)"])
 
 
 def compare_line(row: dict) -> str:
@@ -320,7 +346,8 @@ def _gather(directories: Sequence[Path]) -> _Sources:
                 first = found.runs[0]["seed"]
                 choosers = set(budget_labels(parse_methods(",".join(settings["methods"]))))
                 row = next((r for r in found.runs if r["seed"] == first and r["method"] in choosers), found.runs[0])
-                main, comparison = inspect(directory / "runs" / f"{row['method']}-seed{row['seed']}"), found
+                name = Path(row["run_directory"]).name if row.get("run_directory") else f"{row['method']}-seed{row['seed']}"
+                main, comparison = inspect(directory / "runs" / name), found
         else:
             result, bad = inspect(directory)
             new, bench = [_run_point(directory, result)], result.metrics["benchmark"]

@@ -101,6 +101,25 @@ class Benchmark:
         return max(max(t.classes) for t in self.tasks) + 1
 
 
+def scenario_view(bench: Benchmark, scenario: str | None) -> Benchmark:
+    """``bench`` as a run in ``scenario`` sees it (van de Ven & Tolias 2019): ``domain-il`` on a
+    class-incremental benchmark gives every task the task-local labels as its classes (task k's
+    classes become ``(0, …, K_k − 1)``, shared by all tasks: Split-MNIST's odd-or-even); any
+    other scenario, or None, leaves it as it is.
+
+    Raises:
+        ConfigError: ``class-il`` on a benchmark whose tasks share their classes (there is no
+            class of a task to tell apart).
+    """
+    if scenario == "class-il" and bench.spec.scenario == "domain-il":
+        raise ConfigError(f"scenario=class-il needs tasks with classes of their own; {bench.spec.name}'s tasks "
+                          f"share their classes: use scenario=domain-il or task-il")
+    if scenario != "domain-il" or bench.spec.scenario == "domain-il":
+        return bench
+    tasks = tuple(dataclasses.replace(t, classes=tuple(range(len(t.classes)))) for t in bench.tasks)
+    return dataclasses.replace(bench, spec=dataclasses.replace(bench.spec, scenario="domain-il"), tasks=tasks)
+
+
 def pixel_statistics(images: torch.Tensor, labels: torch.Tensor, task_classes: tuple[tuple[int, ...], ...]) -> dict:
     """``{"mean": ..., "std": ...}`` per channel of the ``(N, C, H, W)`` uint8 ``images`` whose
     label is in a task, on pixels scaled to [0, 1] (how an image-folder benchmark is normalised)."""

@@ -9,21 +9,40 @@ import numpy as np
 
 from pearl_cl.engine.engine import Hook, RunState
 from pearl_cl.engine.outputs import write_outputs
-from pearl_cl.engine.progress import SCENARIO
+from pearl_cl.engine.progress import DOMAIN, SCENARIO
 from pearl_cl.errors import PearlError
 from pearl_cl.methods.record import TaskRecord
 
 
 class Evaluate(Hook):
     """After a task is learned: the test counts of every task seen so far, with the task label
-    (Task-IL) and without it through the configured router, into ``state.progress``."""
+    (Task-IL) and without it through the configured router (domain-IL, and class-IL where tasks
+    have classes of their own), into ``state.progress``; and, for forward transfer, the Task-IL
+    count of each task before it is learned (where the method can predict an unlearned task)."""
+
+    def before_run(self, state: RunState) -> None:
+        """Count every task on the network before any task is learned (a fresh run only)."""
+        progress = state.progress
+        if progress.learned:
+            return
+        for j, task in enumerate(state.bench.tasks):
+            counted = state.learner.count_unseen(task)
+            if counted is None:
+                return
+            progress.initial[j] = counted
 
     def after_learn(self, state: RunState, index: int) -> None:
-        """Fill row ``index`` of the progress's count matrices."""
-        progress = state.progress
-        for j, counts in enumerate(state.learner.evaluate(list(state.bench.tasks[: index + 1]))):
+        """Fill row ``index`` of the progress's count matrices and the next task's count ahead."""
+        progress, tasks = state.progress, state.bench.tasks
+        for j, counts in enumerate(state.learner.evaluate(list(tasks[: index + 1]))):
             progress.correct[SCENARIO][index, j] = counts.task_il
             progress.correct[progress.scenario][index, j], progress.routed[index, j] = counts.routed_right, counts.routed_own
+            if DOMAIN in progress.correct and progress.scenario != DOMAIN:
+                progress.correct[DOMAIN][index, j] = counts.local_right
+        if index + 1 < len(tasks):
+            counted = state.learner.count_unseen(tasks[index + 1])
+            if counted is not None:
+                progress.ahead[index + 1] = counted
 
 
 class Checkpoint(Hook):

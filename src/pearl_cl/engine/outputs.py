@@ -8,7 +8,7 @@ from typing import Any
 
 from pearl_cl.config import RunConfig
 from pearl_cl.learning import distributed, metrics
-from pearl_cl.engine.progress import PROGRESS, Progress
+from pearl_cl.engine.progress import PROGRESS, SCENARIO, Progress
 from pearl_cl.engine.store import RunStore
 from pearl_cl.methods.record import COUNT_KEYS
 
@@ -29,7 +29,8 @@ def _csv(value: float, digits: int) -> str:
 
 def metrics_json(config: RunConfig, source: str, progress: Progress, learner, peak: PeakMemory,
                  status: str | None) -> dict[str, Any]:
-    """The content of ``metrics.json``: status, CL metrics per scenario (%, forgetting and BWT
+    """The content of ``metrics.json``: status, the scenario the run was trained for, CL metrics
+    per scenario evaluated (%, forgetting, BWT and, for Task-IL, FWT — null where not measured —
     in percentage points), routing accuracy, parameters added per task (count and % of the
     backbone), state kept, seconds per task, validation accuracy, retries, training loss and
     peak memory (bytes)."""
@@ -45,7 +46,10 @@ def metrics_json(config: RunConfig, source: str, progress: Progress, learner, pe
         "processes": distributed.world_size(),
         "data_source": source,
         "tasks_learned": len(records),
-        "scenarios": {name: {**metrics.summarise(acc), "units": "% (forgetting and bwt: percentage points)"}
+        "training_scenario": config.scenario or progress.scenario,
+        "scenarios": {name: {**metrics.summarise(acc),
+                             **({"fwt": _number(progress.forward_transfer())} if name == SCENARIO else {}),
+                             "units": "% (forgetting, bwt and fwt: percentage points)"}
                       for name, acc in progress.accuracy().items()} if records else {},
         "routing": {"router": learner.router_name, "scenario": progress.scenario,
                     "accuracy": _number(metrics.average_accuracy(routing)) if records else None,

@@ -25,7 +25,7 @@ import torch
 from pearl_cl.backbones.pretrained import IMAGENET
 from pearl_cl.config import RunConfig, save_config, validate
 from pearl_cl.data.benchmark_file import portable_copy
-from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, benchmark_spec, make_benchmark
+from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, benchmark_spec, make_benchmark, scenario_view
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import Hook, RunResult, RunState, learn_tasks
 from pearl_cl.engine.hooks import Checkpoint, Evaluate, TaskCallback
@@ -33,7 +33,7 @@ from pearl_cl.engine.loggers import StepCSV, TensorBoard
 from pearl_cl.engine.progress import Progress
 from pearl_cl.engine.restore import BENCHMARK_COPY
 from pearl_cl.engine.store import open_store
-from pearl_cl.errors import PearlError
+from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.registry import METHODS
 
@@ -47,15 +47,21 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def benchmark_for(config: RunConfig) -> Benchmark:
-    """The benchmark ``config`` names, cut into tasks with its ``data`` settings.
+    """The benchmark ``config`` names, cut into tasks with its ``data`` settings, as its
+    ``scenario`` sees it (:func:`~pearl_cl.data.benchmarks.scenario_view`).
 
     Raises:
-        ConfigError: unknown benchmark or bad split settings.
+        ConfigError: unknown benchmark, bad split settings, or a scenario the benchmark or method
+            cannot be trained in.
         DataError: the dataset cannot be found.
     """
     d = config.data
-    return make_benchmark(config.benchmark, config.seed, d.root, d.download, d.val_fraction, d.shuffle_classes,
-                          d.train_per_task, d.test_per_task, d.first_task_classes, d.classes_per_task)
+    bench = make_benchmark(config.benchmark, config.seed, d.root, d.download, d.val_fraction, d.shuffle_classes,
+                           d.train_per_task, d.test_per_task, d.first_task_classes, d.classes_per_task)
+    if config.scenario == "task-il" and bench.spec.scenario == "domain-il" and METHODS.get(config.method).single_head:
+        raise ConfigError(f"scenario=task-il trains each task over its own output units, but {bench.spec.name}'s tasks "
+                          f"share their classes and {config.method} has one head: use scenario=domain-il")
+    return scenario_view(bench, config.scenario)
 
 
 def fresh_progress(bench: Benchmark) -> Progress:

@@ -8,7 +8,10 @@ The accuracy matrix R has ``R[i, j]`` = accuracy (%) on task j's test set after 
   (Rebuffi et al., "iCaRL", CVPR 2017);
 * forgetting = (1/(T−1)) Σ_{j<T−1} max_{l∈[j, T−2]} (R[l, j] − R[T−1, j]) (Chaudhry et al. 2018);
 * backward transfer BWT = (1/(T−1)) Σ_{j<T−1} (R[T−1, j] − R[j, j]) (Lopez-Paz & Ranzato,
-  "GEM", NeurIPS 2017).
+  "GEM", NeurIPS 2017);
+* forward transfer FWT = (1/(T−1)) Σ_{j≥1} (R[j−1, j] − b_j), b_j the accuracy on task j of the
+  network at initialisation (Lopez-Paz & Ranzato 2017, Section 2): how much learning the earlier
+  tasks helps a task before it is learned.
 
 Every task weighs the same, whatever its number of test images: the task accuracy is computed
 first from its own counts, then averaged.
@@ -76,6 +79,17 @@ def backward_transfer(acc: np.ndarray) -> float:
     if t < 2:
         return 0.0
     return float(np.mean([acc[t - 1, j] - acc[j, j] for j in range(t - 1)]))
+
+
+def forward_transfer(ahead: np.ndarray, initial: np.ndarray) -> float:
+    """FWT in percentage points from ``ahead`` ``(T,)``, ``ahead[j]`` = R[j−1, j] the accuracy
+    (%) on task j after learning task j − 1 (``ahead[0]`` unused), and ``initial`` ``(T,)``, the
+    accuracy (%) of the network at initialisation on each task (Lopez-Paz & Ranzato 2017); 0 for
+    T = 1."""
+    t = len(ahead)
+    if t < 2:
+        return 0.0
+    return float(np.mean([ahead[j] - initial[j] for j in range(1, t)]))
 
 
 def summarise(acc: np.ndarray) -> dict[str, float]:

@@ -129,6 +129,8 @@ def fit(
     desc: str = "train",
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    criterion: Callable[..., torch.Tensor] | None = None,
 ) -> FitStats:
     """Minimise cross-entropy of ``forward(x)`` against ``y`` over ``params`` only.
 
@@ -136,7 +138,10 @@ def fit(
     ``y`` holds labels in ``[0, K)``. Batches are shuffled with a generator seeded by ``seed``.
     ``extra_loss(xb, logits)``, when given, is added to the cross-entropy of each batch (a
     regulariser or distillation term, see :mod:`pearl_cl.methods`); ``after_step()`` is called
-    after each optimiser step, with the step's gradients still in place.
+    after each optimiser step, with the step's gradients still in place. ``optimizer``, when
+    given, is used as it is (its state carried over from an earlier fit; ``params`` is then
+    ignored), else a fresh one is made from ``settings``. ``criterion(logits, yb, reduction=...)``
+    replaces the cross-entropy (e.g. one that masks each image's logits to its task's units).
 
     Under ``torchrun`` with N processes (:mod:`pearl_cl.learning.distributed`) every process draws the
     same global batches, trains on its N-th of each with gradients averaged by
@@ -152,7 +157,8 @@ def fit(
         raise TrainingError(f"{desc}: no training images; check the benchmark's task split")
     processes = distributed.world_size()
     distributed.check_batch_size(settings.batch_size)
-    optimizer = make_optimizer(params, settings)
+    optimizer = optimizer or make_optimizer(params, settings)
+    criterion = criterion or nn.functional.cross_entropy
     generator = torch.Generator().manual_seed(seed)
     step_forward = distributed.data_parallel(module, forward)
     min_last = 2 * processes if processes > 1 else 1  # at least two images per process in every batch
@@ -173,9 +179,9 @@ def fit(
                     xb, yb = xb[distributed.rank() :: processes], yb[distributed.rank() :: processes]
                 logits = step_forward(xb)
                 if processes == 1:
-                    loss = nn.functional.cross_entropy(logits, yb)
+                    loss = criterion(logits, yb)
                 else:  # averaged over processes, the global batch's mean loss (pearl_cl.learning.distributed)
-                    loss = nn.functional.cross_entropy(logits, yb, reduction="sum") * (processes / len(rows))
+                    loss = criterion(logits, yb, reduction="sum") * (processes / len(rows))
                 if extra_loss is not None:
                     loss = loss + extra_loss(xb, logits)
                 finite = bool(torch.isfinite(loss))
@@ -206,6 +212,29 @@ def fit(
             last_loss = loss_sum / count
     distributed.sync_module(module)
     return FitStats(seconds=time.perf_counter() - start, final_loss=last_loss)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The per-parameter state of ``optimizer`` (Adam's ``step``, ``exp_avg``, ``exp_avg_sq``;
+    SGD's ``momentum_buffer``) as ``{"<index>.<name>": tensor}``, for a safetensors file."""
+    return {f"{index}.{name}": value.detach().clone() for index, state in optimizer.state_dict()["state"].items()
+            for name, value in state.items() if torch.is_tensor(value)}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Set ``optimizer``'s per-parameter state from :func:`optimizer_tensors`' output.
+
+    Raises:
+        ValueError: ``tensors`` name a parameter index the optimiser does not have.
+    """
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    current = optimizer.state_dict()
+    if not set(state) <= set(current["param_groups"][0]["params"]):
+        raise ValueError(f"optimizer state for {len(state)} parameters does not fit this optimizer")
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import torch
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
-from pearl_cl.learning.evaluation import TaskCounts
+from pearl_cl.learning.evaluation import TaskCounts, local_labels
 from pearl_cl.learning.metrics import task_accuracy
 from pearl_cl.learning.training import EVAL_BATCH, count_correct
 from pearl_cl.methods.learner import Learner
@@ -116,6 +116,7 @@ class TaskBranches(Learner):
         self.model.eval()
         counts = []
         stats = [self.statistics[n] for n in names]
+        local = local_labels(tasks)
         for j, task in enumerate(tasks):
             outputs = [self._outputs(b, task, chosen_router) for b in range(len(names))]
             preds = torch.stack([p for p, _ in outputs])
@@ -126,7 +127,8 @@ class TaskBranches(Learner):
                                               torch.full((len(task.test_y),), j))
             labels = task.test_labels
             pred = preds.gather(0, chosen[None]).squeeze(0)
-            counts.append(TaskCounts(int((preds[j] == labels).sum()), int((pred == labels).sum()), int((chosen == j).sum())))
+            counts.append(TaskCounts(int((preds[j] == labels).sum()), int((pred == labels).sum()), int((chosen == j).sum()),
+                                     int((local[pred] == task.test_y).sum())))
         return counts
 
     def _outputs(self, branch: int, task: TaskData, router: Router) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -35,8 +35,10 @@ class Learner(ABC):
         config_section: a dataclass of the method's hyper-parameters, defaults from the
             literature; its fields are the config keys ``<name>.<field>`` (a trailing ``_`` is
             dropped: field ``lambda_`` is key ``lambda``). It may define ``check()`` (raise
-            :class:`~pearl_cl.errors.ConfigError` naming the key) and ``LEGACY``, a dict from
-            keys of older config files to its own keys. None: no hyper-parameters.
+            :class:`~pearl_cl.errors.ConfigError` naming the key), ``LEGACY``, a dict from
+            keys of older config files to its own keys, and ``RENAMED_FROM``, ``(old method
+            name, key)``: a file whose section ``old`` holds ``key`` is read as this method's
+            (:func:`pearl_cl.config.load_config`). None: no hyper-parameters.
         single_head: one shared network and head (no task branches, no router).
         has_ranks: its tasks have LoRA ranks, so a task that fails the validation guard can be
             retried with larger ranks (``learn(..., rank_factor=k)``).
@@ -135,6 +137,12 @@ class Learner(ABC):
     def count_correct(self, task: str, x: torch.Tensor, y: torch.Tensor) -> int:
         """Task-IL: correct predictions for task ``task`` on ``x`` ``(N, C, H, W)`` with local
         labels ``y`` ``(N,)``."""
+
+    def count_unseen(self, task: TaskData) -> int | None:
+        """Task-IL correct predictions on ``task``'s test images before ``task`` is learned (for
+        forward transfer), or None when the method cannot predict a task it has not learned (this
+        default: a method whose task gets its own branch only when the task is learned)."""
+        return None
 
     @abstractmethod
     def predict(self, x: torch.Tensor, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

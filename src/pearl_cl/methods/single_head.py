@@ -1,13 +1,16 @@
 """Methods with one shared network and one expanding head: Fine-tune, Joint, EWC, SI, LwF.
 
-Source: the single-headed set-up of van de Ven & Tolias, "Three scenarios for continual
-learning" (2019) and Hsu et al., "Re-evaluating Continual Learning Scenarios" (2018). The head
-has one output unit per class of the benchmark; the units of the classes seen so far are
-*active*, and training uses a softmax over the active units only, so the head expands by the
-new classes' units with every task. Class-IL (and domain-IL) predicts the arg-max over all
-active units; Task-IL masks the head to the task's own classes. For a domain-IL benchmark every
-task shares the same units, so Task-IL and domain-IL predictions coincide and there is no task
-to identify.
+Source: the set-up of van de Ven & Tolias, "Three scenarios for continual learning" (2019) and
+Hsu et al., "Re-evaluating Continual Learning Scenarios" (2018). The head has one output unit
+per class of the benchmark; the units of the classes seen so far are *active*. How a task is
+trained depends on the run's ``scenario``: ``class-il`` uses a softmax over every active unit,
+so the head expands by the new classes' units with every task; ``task-il`` a softmax over each
+image's own task's units only (a masked, in effect multi-headed, output layer: the other units'
+logits get no gradient); ``domain-il`` runs on the benchmark's task-local labels
+(:func:`pearl_cl.data.benchmarks.scenario_view`), so every task shares the same units. Class-IL
+(and domain-IL) predicts the arg-max over all active units; Task-IL masks the head to the task's
+own classes. When tasks share their units, Task-IL and domain-IL predictions coincide and there
+is no task to identify. One optimiser serves every task unless ``train.reset_optimizer`` is set.
 
 Subclasses change the training data (:meth:`SingleHead.training_data`), add a term to the loss
 (``extra_loss(xb, logits)``), watch every optimiser step (``after_step()``) or act before and
@@ -25,7 +28,8 @@ from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.learning.evaluation import TaskCounts, evaluate_tasks
 from pearl_cl.learning.metrics import task_accuracy
-from pearl_cl.learning.training import EVAL_BATCH, count_correct, fit
+from pearl_cl.learning.training import (EVAL_BATCH, count_correct, fit, load_optimizer_tensors, make_optimizer,
+                                        optimizer_tensors)
 from pearl_cl.methods.learner import Learner
 from pearl_cl.methods.record import TaskRecord, parameter_counts, prefixed
 
@@ -76,6 +80,8 @@ class SingleHead(Learner):
         self.net = Classifier(config.backbone.build(image_shape), n_classes)
         self.active: list[int] = []  # global class of each active head unit, in the order first seen
         self.task_classes: dict[str, tuple[int, ...]] = {}  # (identifies_tasks turns False once two tasks share a class: domain-IL)
+        self.per_task = config.scenario == "task-il"
+        self.optimizer: torch.optim.Optimizer | None = None
 
     @property
     def backbone_parameters(self) -> int:
@@ -94,6 +100,21 @@ class SingleHead(Learner):
         lookup = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
         lookup[self._units()] = torch.arange(len(self.active))
         return lookup[global_labels]
+
+    def train_units(self, task: TaskData) -> torch.Tensor:
+        """``(K,)`` the head units a softmax over ``task``'s own images covers: the task's classes
+        (``task-il``) or every active unit."""
+        return torch.tensor(task.classes) if self.per_task else self._units()
+
+    def criterion(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy of ``(B, len(active))`` logits against ``(B,)`` active-unit positions; for
+        ``task-il`` each image's logits are masked to its own task's units first (so the other
+        units' logits get a zero gradient)."""
+        if self.per_task:
+            owner = self._owner()[self._units()]  # task of each active unit
+            allowed = owner[None, :] == owner[targets][:, None]
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        return nn.functional.cross_entropy(logits, targets, reduction=reduction)
 
     def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, C, H, W)`` images and ``(N,)`` global class ids to train on for ``task``."""
@@ -131,6 +152,10 @@ class SingleHead(Learner):
         self._activate(task)
         self.net.load_state_dict(prefixed(tensors, "model."))
         self.restore_state(task, tensors)
+        saved = prefixed(tensors, "optimizer.")
+        if saved and not self.config.train.reset_optimizer:
+            self.optimizer = make_optimizer(self.net.parameters(), self.config.fit_settings("train.epochs", "train.lr"))
+            load_optimizer_tensors(self.optimizer, saved)
         self.records.append(record)
 
     def learn(self, task: TaskData, seed: int, rank_factor: int = 1) -> TaskRecord:
@@ -150,8 +175,12 @@ class SingleHead(Learner):
         x, labels = self.training_data(task)
         targets = self.unit_targets(labels)
         keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
-        stats = fit(self.net, self.active_logits, self.net.parameters(), x, targets, self.config.fit_settings(*keys), seed,
-                    desc=f"{task.name} {self.name}", extra_loss=self.extra_loss, after_step=self.after_step)
+        settings = self.config.fit_settings(*keys)
+        if self.optimizer is None or self.config.train.reset_optimizer:
+            self.optimizer = make_optimizer(self.net.parameters(), settings)
+        stats = fit(self.net, self.active_logits, self.net.parameters(), x, targets, settings, seed,
+                    desc=f"{task.name} {self.name}", extra_loss=self.extra_loss, after_step=self.after_step,
+                    optimizer=self.optimizer, criterion=self.criterion)
         self.end_task(task, x, targets)
         counts = parameter_counts(backbone=self.backbone_parameters if first else 0,
                                   head=len(new) * (self.net.head.in_features + 1))
@@ -166,6 +195,12 @@ class SingleHead(Learner):
         """Task-IL: the head masked to task ``task``'s classes; ``y`` ``(N,)`` local labels."""
         units = torch.tensor(self.task_classes[task])
         return count_correct(self.net, lambda xb: self.net(xb)[:, units], x, y)
+
+    def count_unseen(self, task: TaskData) -> int:
+        """Task-IL correct predictions on ``task``'s test images through the units of its classes,
+        learned or not (for forward transfer)."""
+        units = torch.tensor(task.classes)
+        return count_correct(self.net, lambda xb: self.net(xb)[:, units], task.test_x, task.test_y)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,8 +223,8 @@ class SingleHead(Learner):
         """Global class → index of the task it belongs to (−1 when tasks share classes)."""
         owner = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
         if self.identifies_tasks:
-            for t, record in enumerate(self.records):
-                owner[list(record.classes)] = t
+            for t, classes in enumerate(self.task_classes.values()):
+                owner[list(classes)] = t
         return owner
 
     @torch.no_grad()
@@ -209,9 +244,11 @@ class SingleHead(Learner):
         return evaluate_tasks(self, tasks, router)
 
     def task_tensors(self, task: str) -> dict[str, torch.Tensor]:
-        """The whole network after task ``task`` (``model.*``: backbone and head) and the
-        method's own state."""
-        return {**{f"model.{k}": v for k, v in self.net.state_dict().items()}, **self.method_tensors()}
+        """The whole network after task ``task`` (``model.*``: backbone and head), the method's
+        own state and, unless ``train.reset_optimizer``, the optimiser's (``optimizer.*``)."""
+        kept = {} if self.config.train.reset_optimizer or self.optimizer is None else optimizer_tensors(self.optimizer)
+        return {**{f"model.{k}": v for k, v in self.net.state_dict().items()}, **self.method_tensors(),
+                **{f"optimizer.{k}": v for k, v in kept.items()}}
 
 
 class AnchoredPenalty(SingleHead):
