@@ -123,6 +123,11 @@ class SingleHead(Learner):
     def begin_task(self, task: TaskData) -> None:
         """Called before training on ``task`` (after its units are activated)."""
 
+    def task_parameters(self) -> list[nn.Parameter] | None:
+        """The parameters a task after the first trains, when not the whole network (None: the
+        whole network, this default); called after :meth:`begin_task`."""
+        return None
+
     def end_task(self, task: TaskData, x: torch.Tensor, targets: torch.Tensor) -> None:
         """Called after training on ``task`` with the images and unit targets trained on."""
 
@@ -162,8 +167,9 @@ class SingleHead(Learner):
         """Activate ``task``'s classes and train the whole network on :meth:`training_data`.
 
         The first task uses ``train.reference_epochs``, later ones ``train.epochs`` (or
-        ``train.iterations`` for both); the step size is ``train.lr``; ``rank_factor`` is unused
-        (no ranks).
+        ``train.iterations`` for both); the step size is ``train.lr``, or ``train.adapter_lr``
+        for a later task that trains only the parameters :meth:`task_parameters` names;
+        ``rank_factor`` is unused.
 
         Raises:
             TrainingError: the loss became NaN or infinite.
@@ -174,13 +180,18 @@ class SingleHead(Learner):
         self.begin_task(task)
         x, labels = self.training_data(task)
         targets = self.unit_targets(labels)
-        keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
-        settings = self.config.fit_settings(*keys)
-        if self.optimizer is None or self.config.train.reset_optimizer:
-            self.optimizer = make_optimizer(self.net.parameters(), settings)
-        stats = fit(self.net, self.active_logits, self.net.parameters(), x, targets, settings, seed,
+        own = None if first else self.task_parameters()
+        if own is None:  # the whole network, one optimiser across tasks unless train.reset_optimizer
+            keys = ("train.reference_epochs", "train.lr") if first else ("train.epochs", "train.lr")
+            settings = self.config.fit_settings(*keys)
+            if self.optimizer is None or self.config.train.reset_optimizer:
+                self.optimizer = make_optimizer(self.net.parameters(), settings)
+            params, optimizer = list(self.net.parameters()), self.optimizer
+        else:  # new parameters for this task: a fresh optimiser at the adapter step size
+            settings, params, optimizer = self.config.fit_settings("train.epochs", "train.adapter_lr"), own, None
+        stats = fit(self.net, self.active_logits, params, x, targets, settings, seed,
                     desc=f"{task.name} {self.name}", extra_loss=self.extra_loss, after_step=self.after_step,
-                    optimizer=self.optimizer, criterion=self.criterion)
+                    optimizer=optimizer, criterion=self.criterion)
         self.end_task(task, x, targets)
         counts = parameter_counts(backbone=self.backbone_parameters if first else 0,
                                   head=len(new) * (self.net.head.in_features + 1))
