@@ -108,26 +108,29 @@ def _routed_scenario(result: RunResult) -> str:
 
 
 def headline_rows(result: RunResult) -> tuple[Table, Table]:
-    """The headline metrics, Task-IL and the routed scenario side by side (%, forgetting and
-    BWT in percentage points), and the costs (parameters, state, memory, seconds)."""
+    """The headline metrics, one column per scenario evaluated (Task-IL, then domain-IL and
+    class-IL where counted; %, forgetting, BWT and FWT in percentage points), and the costs
+    (parameters, state, memory, seconds)."""
     m = result.metrics
     routed = _routed_scenario(result)
-    s, c = m["scenarios"][SCENARIO], m["scenarios"][routed]
+    names = [SCENARIO, *[n for n in SCENARIOS[1:] if n in m["scenarios"] and n != routed], routed]
     added = m["parameters_added_after_reference"]
     total_seconds = sum(t["total"] for t in m["seconds_per_task"])
-    rows = [[label, f"{s[key]:.2f}", f"{c[key]:.2f}"] for label, key in (
+    rows = [[label, *(f"{m['scenarios'][n][key]:.2f}" for n in names)] for label, key in (
         ("average accuracy %", "average_accuracy"), ("average incremental accuracy %", "average_incremental_accuracy"),
         ("forgetting (pp)", "forgetting"), ("BWT (pp)", "bwt"))]
+    fwt = m["scenarios"][SCENARIO].get("fwt")
+    rows.append(["FWT (pp)", "-" if fwt is None else f"{fwt:.2f}", *("-" for _ in names[1:])])
     routing = m["routing"]["accuracy"]
-    rows.append(["routing accuracy %", "-", f"{routing:.2f} ({m['routing']['router']})" if routing is not None
-                 else f"- ({m['routing']['router']})"])
+    rows.append(["routing accuracy %", *("-" for _ in names[:-1]), f"{routing:.2f} ({m['routing']['router']})"
+                 if routing is not None else f"- ({m['routing']['router']})"])
     costs = [
         ["params added after reference", f"{added['count']:,} ({added['percent_of_backbone']:.2f}% of {m['backbone_parameters']:,})"],
         ["state kept (numbers)", f"{max(m['state_numbers']['per_task'].values(), default=0):,}"],
         ["peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.0f}"],
         ["seconds (all tasks)", f"{total_seconds:.1f}"],
     ]
-    return (["metric", SCENARIO, routed], rows), (["cost", "value"], costs)
+    return (["metric", *names], rows), (["cost", "value"], costs)
 
 
 def title_line(result: RunResult) -> str:
