@@ -25,6 +25,21 @@ def _config(**values):
     return load_config(**base)
 
 
+def test_lwf_task_count_weighting_and_per_task_distillation(small_tasks):
+    """``task-count``: cross-entropy 1/t, distillation 1 − 1/t; ``task-il``: one softmax per earlier task."""
+    learner = _learned(LwF, small_tasks[0], lwf__weighting="task-count", scenario="task-il")
+    learner.learn(small_tasks[1], seed=1)
+    learner._activate(small_tasks[2])
+    assert learner._weights() == pytest.approx((1 / 3, 2 / 3))
+    assert [g.tolist() for g in learner._groups()] == [[0, 1], [2, 3]]
+    x = small_tasks[2].train_x[:32]
+    logits = learner.active_logits(x)
+    old, t = learner.targets(x), learner.config.lwf.temperature
+    per_task = [torch.nn.functional.kl_div(torch.log_softmax(logits[:, g] / t, 1), torch.softmax(old[:, g] / t, 1),
+                                           reduction="batchmean") for g in ([0, 1], [2, 3])]
+    torch.testing.assert_close(learner.extra_loss(x, logits), (2 / 3) * t * t * (per_task[0] + per_task[1]) / 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_each_method_learns_two_tasks_and_evaluates_both(name, small_tasks):
@@ -150,7 +165,7 @@ def test_lwf_targets_come_from_the_frozen_previous_model(small_tasks):
     learner = _learned(LwF, small_tasks[0])
     x = small_tasks[1].train_x[:64]
     snapshot = copy.deepcopy(learner.net).eval()
-    expected = torch.softmax(snapshot(x)[:, [0, 1]] / learner.config.lwf.temperature, dim=1)
+    expected = snapshot(x)[:, [0, 1]]
     torch.testing.assert_close(learner.targets(x), expected)
     assert not any(p.requires_grad for p in learner.previous.parameters())
     assert learner.extra_loss(x, learner.net.eval()(x)[:, [0, 1]]).item() == pytest.approx(0.0, abs=1e-6)

@@ -1,13 +1,15 @@
 """LwF (Learning without Forgetting): distil the previous network's answers on the new task's
 images into the units of the earlier classes.
 
-Source: Li & Hoiem, "Learning without Forgetting" (ECCV 2016; TPAMI 2018), on the single
-expanding head of van de Ven & Tolias (2019): after each task a frozen copy of the network is
-kept; while learning task t the loss is the cross-entropy on the new task plus
-α·T²·KL(softmax(z_old/T) ‖ softmax(z/T)) over the units active before task t, z_old from the
-frozen copy (eval mode) and z from the network being trained — Li & Hoiem's weighting (λ_o = α),
-not van de Ven & Tolias' 1/t and 1 − 1/t.
-Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
+Source: Li & Hoiem, "Learning without Forgetting" (ECCV 2016; TPAMI 2018), on the single head of
+van de Ven & Tolias (2019): after each task a frozen copy of the network is kept; while learning
+task t the loss adds T²·KL(softmax(z_old/T) ‖ softmax(z/T)) on the new task's images, z_old from
+the frozen copy (eval mode) and z from the network being trained, over the units active before
+task t — for ``scenario=task-il`` over each earlier task's units separately, averaged over those
+tasks (van de Ven & Tolias' Task-IL form: one softmax per task's head). ``lwf.weighting``:
+``fixed`` weighs cross-entropy 1 and distillation α (Li & Hoiem's λ_o = α); ``task-count``
+weighs them 1/t and 1 − 1/t (van de Ven & Tolias' code, which the ``classic-split-mnist``
+protocol sets). Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ from pearl_cl.methods.single_head import SingleHead
 from pearl_cl.registry import METHODS
 
 
+WEIGHTINGS = ("fixed", "task-count")
+
+
 @dataclass
 class LwFConfig:
-    """LwF: ``temperature`` T > 0 of the distillation softmax, ``alpha`` ≥ 0 its weight (Li &
-    Hoiem's T = 2, λ_o = 1)."""
+    """LwF: ``temperature`` T > 0 of the distillation softmax, ``alpha`` ≥ 0 its weight under
+    ``weighting=fixed`` (Li & Hoiem's T = 2, λ_o = 1); ``weighting`` one of :data:`WEIGHTINGS`."""
 
     LEGACY: ClassVar[dict[str, str]] = {"baselines.lwf_temperature": "temperature", "baselines.lwf_alpha": "alpha"}
     temperature: float = 2.0
     alpha: float = 1.0
+    weighting: str = "fixed"
 
     def check(self, config: RunConfig) -> None:
         """Raise :class:`ConfigError` naming the first ``lwf.*`` key out of range."""
@@ -42,6 +48,8 @@ class LwFConfig:
             raise ConfigError(f"lwf.temperature must be finite and > 0, got {self.temperature!r}")
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ConfigError(f"lwf.alpha must be finite and >= 0, got {self.alpha!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown lwf.weighting {self.weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
 
 
 @METHODS.register("lwf")
@@ -59,20 +67,39 @@ class LwF(SingleHead):
 
     @torch.no_grad()
     def targets(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` → ``(N, K_old)`` soft targets of the frozen previous network at
-        temperature T over the units active before the current task."""
-        logits = self.previous(x)[:, self.previous_units]
-        return torch.softmax(logits / self.config.lwf.temperature, dim=1)
+        """``(N, C, H, W)`` → ``(N, K_old)`` logits of the frozen previous network over the units
+        active before the current task."""
+        return self.previous(x)[:, self.previous_units]
+
+    def _weights(self) -> tuple[float, float]:
+        """(cross-entropy weight, distillation weight) for the current task t (t ≥ 2)."""
+        if self.config.lwf.weighting == "task-count":
+            t = len(self.task_classes)
+            return 1.0 / t, 1.0 - 1.0 / t
+        return 1.0, self.config.lwf.alpha
+
+    def criterion(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The single head's cross-entropy, times its weight (:attr:`LwFConfig.weighting`)."""
+        weight = self._weights()[0] if self.previous is not None else 1.0
+        return weight * super().criterion(logits, targets, reduction)
 
     def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """α·T²·KL(targets ‖ current) over the earlier units (the first ``K_old`` active units); 0
-        on the first task."""
+        """The distillation term, weighted: T²·KL(targets ‖ current) over the earlier units (the
+        first ``K_old`` active units; per earlier task, averaged, for ``task-il``); 0 on the
+        first task."""
         if self.previous is None:
             return logits.new_zeros(())
         t = self.config.lwf.temperature
-        current = torch.log_softmax(logits[:, : len(self.previous_units)] / t, dim=1)
-        kl = nn.functional.kl_div(current, self.targets(xb), reduction="batchmean")
-        return self.config.lwf.alpha * t * t * kl
+        old, new = self.targets(xb), logits[:, : len(self.previous_units)]
+        groups = self._groups() if self.per_task else [torch.arange(len(self.previous_units))]
+        kl = sum(nn.functional.kl_div(torch.log_softmax(new[:, g] / t, dim=1), torch.softmax(old[:, g] / t, dim=1),
+                                      reduction="batchmean") for g in groups) / len(groups)
+        return self._weights()[1] * t * t * kl
+
+    def _groups(self) -> list[torch.Tensor]:
+        """Positions among the earlier units of each earlier task's units."""
+        owner = self._owner()[self.previous_units]
+        return [torch.nonzero(owner == k).squeeze(1) for k in owner.unique().tolist()]
 
     def _freeze(self) -> None:
         """Keep a frozen copy of the network and the units active now."""
