@@ -39,8 +39,10 @@ def _config(out: Path, **extra):
 
 
 def _matrices(directory: Path) -> dict[str, str]:
-    return {name: (directory / name).read_text() for name in
-            ("accuracy_matrix_task-il.csv", "accuracy_matrix_class-il.csv", "routing_accuracy.csv", "ranks.csv")}
+    """Every accuracy matrix, the routing matrix and the ranks of a run directory, as text."""
+    names = sorted(p.name for p in directory.glob("accuracy_matrix_*.csv"))
+    assert "accuracy_matrix_task-il.csv" in names and len(names) >= 2
+    return {name: (directory / name).read_text() for name in (*names, "routing_accuracy.csv", "ranks.csv")}
 
 
 @pytest.fixture(scope="module")
@@ -267,13 +269,16 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path, capsys):
     assert blocker.read_text() == ""
 
 
-@pytest.mark.parametrize("method, values", [("finetune", {}), ("joint", {}), ("ewc", {}), ("si", {}), ("lwf", {}),
+@pytest.mark.parametrize("method, values", [("finetune", {}), ("joint", {}), ("ewc", {}), ("online-ewc", {}), ("si", {}),
+                                            ("lwf", {"scenario": "task-il", "lwf__weighting": "task-count"}),
+                                            ("finetune", {"scenario": "domain-il"}), ("inflora", {}),
                                             ("separate", {}), ("lora", {}),
                                             ("pearl", {"pearl__rank_rule": "budget", "pearl__init": "zero"})])
 def test_every_method_resumes_from_its_saved_state_to_the_same_numbers(method, values, tmp_path):
     """Rollback to task 2, then resume: the restored state (EWC's Fisher, SI's importances, LwF's
-    old network, Joint's data, Separate's networks, LoRA's adapters, the budget rule's baseline)
-    gives the uninterrupted run."""
+    old network, Joint's data, InfLoRA's subspaces, the optimiser carried across tasks, Separate's
+    networks, LoRA's adapters, the budget rule's baseline) gives the uninterrupted run, forward
+    transfer included."""
     full = run(_config(tmp_path / "full", method=method, backbone__name="mlp", train__epochs=1, train__reference_epochs=1,
                        **values))
     copy = tmp_path / "copy"
