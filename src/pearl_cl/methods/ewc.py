@@ -142,7 +142,6 @@ class OnlineEWC(EWC):
     weights θ* as the anchor."""
 
     config_section = OnlineEWCConfig
-    state_prefix = "ewc"
     marker = "X"
     order = 31
 
