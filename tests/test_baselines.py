@@ -25,9 +25,9 @@ def _config(**values):
     return load_config(**base)
 
 
-def test_lwf_task_count_weighting_and_per_task_distillation(small_tasks):
-    """``task-count``: cross-entropy 1/t, distillation 1 − 1/t; ``task-il``: one softmax per earlier task."""
-    learner = _learned(LwF, small_tasks[0], lwf__weighting="task-count", scenario="task-il")
+def test_lwf_van_de_ven_weighting_and_per_task_distillation(small_tasks):
+    """``van-de-ven``: cross-entropy 1/t, distillation 1 − 1/t; ``task-il``: one softmax per earlier task."""
+    learner = _learned(LwF, small_tasks[0], lwf__variant="van-de-ven", scenario="task-il")
     learner.learn(small_tasks[1], seed=1)
     learner._activate(small_tasks[2])
     assert learner._weights() == pytest.approx((1 / 3, 2 / 3))
@@ -38,6 +38,20 @@ def test_lwf_task_count_weighting_and_per_task_distillation(small_tasks):
     per_task = [torch.nn.functional.kl_div(torch.log_softmax(logits[:, g] / t, 1), torch.softmax(old[:, g] / t, 1),
                                            reduction="batchmean") for g in ([0, 1], [2, 3])]
     torch.testing.assert_close(learner.extra_loss(x, logits), (2 / 3) * t * t * (per_task[0] + per_task[1]) / 2)
+
+
+def test_lwf_van_de_ven_distils_over_every_active_unit_outside_task_il(small_tasks):
+    """Class-IL: the new classes' units join the distillation softmax with target probability 0."""
+    learner = _learned(LwF, small_tasks[0], lwf__variant="van-de-ven")
+    learner._activate(small_tasks[1])
+    x = small_tasks[1].train_x[:32]
+    logits, t = learner.active_logits(x), learner.config.lwf.temperature
+    target = torch.cat([torch.softmax(learner.targets(x) / t, 1), torch.zeros(32, 2)], dim=1)
+    expected = -(target * torch.log_softmax(logits / t, 1)).sum(1).mean() + (target[:, :2] * target[:, :2].log()).sum(1).mean()
+    torch.testing.assert_close(learner.extra_loss(x, logits), 0.5 * t * t * expected)
+    plain = _learned(LwF, small_tasks[0])
+    plain._activate(small_tasks[1])
+    assert plain._weights() == (1.0, plain.config.lwf.alpha)
 
 
 @pytest.mark.slow

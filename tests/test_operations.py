@@ -270,7 +270,7 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method, values", [("finetune", {}), ("joint", {}), ("ewc", {}), ("online-ewc", {}), ("si", {}),
-                                            ("lwf", {"scenario": "task-il", "lwf__weighting": "task-count"}),
+                                            ("lwf", {"scenario": "task-il", "lwf__variant": "van-de-ven"}),
                                             ("finetune", {"scenario": "domain-il"}), ("inflora", {}),
                                             ("separate", {}), ("lora", {}),
                                             ("pearl", {"pearl__rank_rule": "budget", "pearl__init": "zero"})])

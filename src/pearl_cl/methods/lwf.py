@@ -6,10 +6,12 @@ van de Ven & Tolias (2019): after each task a frozen copy of the network is kept
 task t the loss adds T²·KL(softmax(z_old/T) ‖ softmax(z/T)) on the new task's images, z_old from
 the frozen copy (eval mode) and z from the network being trained, over the units active before
 task t — for ``scenario=task-il`` over each earlier task's units separately, averaged over those
-tasks (van de Ven & Tolias' Task-IL form: one softmax per task's head). ``lwf.weighting``:
-``fixed`` weighs cross-entropy 1 and distillation α (Li & Hoiem's λ_o = α); ``task-count``
-weighs them 1/t and 1 − 1/t (van de Ven & Tolias' code, which the ``classic-split-mnist``
-protocol sets). Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
+tasks (van de Ven & Tolias' Task-IL form: one softmax per task's head). ``lwf.variant``:
+``li-hoiem`` weighs cross-entropy 1 and distillation α (Li & Hoiem's λ_o = α); ``van-de-ven``
+follows van de Ven & Tolias' code (2019), which the ``classic-split-mnist`` protocol sets: the
+weights are 1/t and 1 − 1/t, and outside Task-IL the distillation softmax covers every active
+unit, the new classes' units with target probability 0 (so it also pulls the new classes'
+logits down on the new images). Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
 """
 
 from __future__ import annotations
@@ -29,18 +31,18 @@ from pearl_cl.methods.single_head import SingleHead
 from pearl_cl.registry import METHODS
 
 
-WEIGHTINGS = ("fixed", "task-count")
+VARIANTS = ("li-hoiem", "van-de-ven")
 
 
 @dataclass
 class LwFConfig:
     """LwF: ``temperature`` T > 0 of the distillation softmax, ``alpha`` ≥ 0 its weight under
-    ``weighting=fixed`` (Li & Hoiem's T = 2, λ_o = 1); ``weighting`` one of :data:`WEIGHTINGS`."""
+    ``variant=li-hoiem`` (Li & Hoiem's T = 2, λ_o = 1); ``variant`` one of :data:`VARIANTS`."""
 
     LEGACY: ClassVar[dict[str, str]] = {"baselines.lwf_temperature": "temperature", "baselines.lwf_alpha": "alpha"}
     temperature: float = 2.0
     alpha: float = 1.0
-    weighting: str = "fixed"
+    variant: str = "li-hoiem"
 
     def check(self, config: RunConfig) -> None:
         """Raise :class:`ConfigError` naming the first ``lwf.*`` key out of range."""
@@ -48,8 +50,14 @@ class LwFConfig:
             raise ConfigError(f"lwf.temperature must be finite and > 0, got {self.temperature!r}")
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ConfigError(f"lwf.alpha must be finite and >= 0, got {self.alpha!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"unknown lwf.weighting {self.weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown lwf.variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}")
+
+
+def _kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(target ‖ softmax(logits)) averaged over the batch; ``target`` ``(B, K)`` probabilities,
+    zeros allowed."""
+    return (torch.special.xlogy(target, target) - target * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 @METHODS.register("lwf")
@@ -73,27 +81,32 @@ class LwF(SingleHead):
 
     def _weights(self) -> tuple[float, float]:
         """(cross-entropy weight, distillation weight) for the current task t (t ≥ 2)."""
-        if self.config.lwf.weighting == "task-count":
+        if self.config.lwf.variant == "van-de-ven":
             t = len(self.task_classes)
             return 1.0 / t, 1.0 - 1.0 / t
         return 1.0, self.config.lwf.alpha
 
     def criterion(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """The single head's cross-entropy, times its weight (:attr:`LwFConfig.weighting`)."""
+        """The single head's cross-entropy, times its weight (:attr:`LwFConfig.variant`)."""
         weight = self._weights()[0] if self.previous is not None else 1.0
         return weight * super().criterion(logits, targets, reduction)
 
     def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The distillation term, weighted: T²·KL(targets ‖ current) over the earlier units (the
-        first ``K_old`` active units; per earlier task, averaged, for ``task-il``); 0 on the
-        first task."""
+        first ``K_old`` active units; per earlier task, averaged, for ``task-il``; for
+        ``van-de-ven`` outside Task-IL over every active unit, the new ones with target 0); 0 on
+        the first task."""
         if self.previous is None:
             return logits.new_zeros(())
         t = self.config.lwf.temperature
-        old, new = self.targets(xb), logits[:, : len(self.previous_units)]
-        groups = self._groups() if self.per_task else [torch.arange(len(self.previous_units))]
-        kl = sum(nn.functional.kl_div(torch.log_softmax(new[:, g] / t, dim=1), torch.softmax(old[:, g] / t, dim=1),
-                                      reduction="batchmean") for g in groups) / len(groups)
+        old = torch.softmax(self.targets(xb) / t, dim=1)
+        if self.per_task:
+            groups = self._groups()
+            kl = sum(_kl(old[:, g] / old[:, g].sum(1, keepdim=True), logits[:, g] / t) for g in groups) / len(groups)
+        elif self.config.lwf.variant == "van-de-ven":
+            kl = _kl(nn.functional.pad(old, (0, logits.shape[1] - old.shape[1])), logits / t)
+        else:
+            kl = _kl(old, logits[:, : old.shape[1]] / t)
         return self._weights()[1] * t * t * kl
 
     def _groups(self) -> list[torch.Tensor]:
