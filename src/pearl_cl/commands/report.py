@@ -200,12 +200,13 @@ def compare_rows(comparison: Comparison) -> Table:
     several = len({e.get("training_scenario") for e in methods}) > 1
     rows = [[method_label(e["method"], _settings(e)) + (f" [{e['training_scenario']}]" if several else ""),
              _mean_std(e, "task_il_accuracy_pct"), _mean_std(e, "routed_accuracy_pct"), _mean_std(e, "task_il_forgetting_pp"),
-             _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "params_added", 0),
+             _mean_std(e, "routed_forgetting_pp"), _mean_std(e, "routed_bwt_pp"), _mean_std(e, "task_il_fwt_pp"),
+             _mean_std(e, "params_added", 0),
              _mean_std(e, "params_added_pct_of_backbone"), _mean_std(e, "state_numbers", 0), _mean_std(e, "peak_memory_mib", 0),
              _mean_std(e, "learn_seconds", 1), _mean_std(e, "seconds", 1)]
             for e in methods]
     header = ["method", "Task-IL acc %", f"{routed} acc %", "Task-IL forgetting", f"{routed} forgetting",
-              f"{routed} BWT", "params added", "% of backbone", "state kept", "peak MiB", "learn s", "total s"]
+              f"{routed} BWT", "Task-IL FWT", "params added", "% of backbone", "state kept", "peak MiB", "learn s", "total s"]
     return header, rows
 
 
@@ -214,7 +215,8 @@ def compare_legend(comparison: Comparison) -> str:
     seeds = sorted({r["seed"] for r in comparison.runs})
     single = ", ".join(name for name, cls in ordered_methods() if cls.single_head)
     return "\n".join([
-        f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting and BWT in percentage points; params added after",
+        f"mean ± std over seeds {', '.join(map(str, seeds))}; forgetting, BWT and FWT (- : not measurable) in percentage "
+        "points; params added after",
         "the first task; state kept: numbers a method stores besides parameters (EWC's Fisher and anchor, SI's",
         "importances, LwF's old network, Joint's images); learn s: training, probe and rank step; total s: also the",
         f"evaluation of every task seen after each task. Single-head methods ({single}) get",
