@@ -52,6 +52,7 @@ def test_classic_protocol_sets_the_literature_values_and_overrides_apply_on_top(
     config = load_config(None, ["train.iterations=10"], protocol="classic-split-mnist")
     assert (config.backbone.name, config.backbone.width, config.train.optimizer) == ("mlp", 1.0, "adam")
     assert (config.train.lr, config.train.batch_size, config.train.iterations) == (0.001, 128, 10)
+    assert (config.train.reset_optimizer, config.lwf.variant, config.data.shuffle_classes) == (False, "van-de-ven", True)
     with pytest.raises(ConfigError, match="unknown protocol 'classic'; choose one of: classic-split-mnist"):
         load_config(protocol="classic")
 
