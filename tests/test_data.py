@@ -85,9 +85,9 @@ def test_split_mnist_tasks(mnist):
         assert len(t.train_y) + len(t.val_y) == n_train
         assert len(t.val_y) == round(0.1 * n_train)
         assert len(t.test_y) == sum(MNIST_TEST_COUNTS[c] for c in t.classes)
-        assert set(t.train_y.unique().tolist()) == {0, 1} and t.train_x.dtype == torch.float32
+        assert set(t.train_y.unique().tolist()) == {0, 1} and t.train_x.pixels.dtype == torch.uint8
     # the normalised training pixels have roughly zero mean and unit variance
-    all_x = torch.cat([t.train_x for t in tasks])
+    all_x = torch.cat([t.train_x[:] for t in tasks])
     assert abs(float(all_x.mean())) < 0.05 and abs(float(all_x.std()) - 1) < 0.05
 
 
@@ -95,10 +95,10 @@ def test_splits_are_seeded_and_disjoint(mnist):
     a = split_tasks(mnist, BENCHMARKS["split-mnist"], seed=1, train_per_task=300)
     b = split_tasks(mnist, BENCHMARKS["split-mnist"], seed=1, train_per_task=300)
     c = split_tasks(mnist, BENCHMARKS["split-mnist"], seed=2, train_per_task=300)
-    assert torch.equal(a[0].val_x, b[0].val_x) and not torch.equal(a[0].val_x, c[0].val_x)
+    assert torch.equal(a[0].val_x[:], b[0].val_x[:]) and not torch.equal(a[0].val_x[:], c[0].val_x[:])
     # no validation image is also a training image
-    train = {tuple(row.tolist()) for row in a[0].train_x.flatten(1)}
-    assert not any(tuple(row.tolist()) in train for row in a[0].val_x.flatten(1))
+    train = {tuple(row.tolist()) for row in a[0].train_x.pixels.flatten(1)}
+    assert not any(tuple(row.tolist()) in train for row in a[0].val_x.pixels.flatten(1))
 
 
 def test_shuffled_class_order_is_a_seeded_permutation(mnist):

@@ -14,6 +14,7 @@ import torch
 
 from pearl_cl.data.benchmark_file import read_benchmark_file
 from pearl_cl.data.folder import read_image_folder
+from pearl_cl.data.pixels import NormalisedImages, standardise
 from pearl_cl.data.sources import DATASETS, ImageSet
 from pearl_cl.data.specs import BENCHMARK_FILE_SUFFIXES, IMAGE_FOLDER, BenchmarkSpec
 from pearl_cl.errors import ConfigError
@@ -57,22 +58,24 @@ def shift_images(images: torch.Tensor, spec: BenchmarkSpec, task: int, seed: int
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task's data, already normalised.
+    """One task's data.
 
     Attributes:
         index: 0-based position in the sequence (task ``index + 1`` in the docs and tables).
         classes: the task's global class ids; local label ``k`` means ``classes[k]``.
-        train_x, val_x, test_x: ``(N, C, H, W)`` float32 images.
+        train_x, val_x, test_x: ``(N, C, H, W)`` images kept as uint8
+            (:class:`~pearl_cl.data.pixels.NormalisedImages`): ``x[rows]`` is the float32
+            normalised batch, ``x[:]`` all of them.
         train_y, val_y, test_y: ``(N,)`` int64 local labels in ``[0, len(classes))``.
     """
 
     index: int
     classes: tuple[int, ...]
-    train_x: torch.Tensor
+    train_x: NormalisedImages
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: NormalisedImages
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: NormalisedImages
     test_y: torch.Tensor
 
     @property
@@ -138,9 +141,7 @@ def pixel_statistics(images: torch.Tensor, labels: torch.Tensor, task_classes: t
 
 def normalise(images: torch.Tensor, spec: BenchmarkSpec) -> torch.Tensor:
     """``(N, C, H, W)`` pixels in [0, 255] (any dtype) → float32 standardised with ``spec``'s mean and std."""
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return standardise(images, spec.mean, spec.std)
 
 
 def _take(n: int, limit: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -191,10 +192,10 @@ def split_tasks(
         lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(len(classes))
 
-        def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[NormalisedImages, torch.Tensor]:
             idx = torch.nonzero(lookup[y] >= 0).squeeze(1)
             idx = idx[_take(len(idx), cap, generator)].sort().values
-            return normalise(shift_images(x[idx], spec, t, seed), spec), lookup[y[idx]]
+            return NormalisedImages(shift_images(x[idx], spec, t, seed), spec.mean, spec.std), lookup[y[idx]]
 
         train_x, train_y = select(images.train_images, images.train_labels, train_per_task)
         n_val = int(round(val_fraction * len(train_y)))
@@ -202,7 +203,8 @@ def split_tasks(
         val_idx, fit_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         test_x, test_y = select(images.test_images, images.test_labels, test_per_task)
         tasks.append(
-            TaskData(t, classes, train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx], test_x, test_y)
+            TaskData(t, classes, train_x.take(fit_idx), train_y[fit_idx], train_x.take(val_idx), train_y[val_idx],
+                     test_x, test_y)
         )
     return tuple(tasks)
 

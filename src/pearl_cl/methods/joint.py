@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.data.pixels import NormalisedImages
 from pearl_cl.methods.single_head import SingleHead
 from pearl_cl.registry import METHODS
 
@@ -26,14 +27,14 @@ class Joint(SingleHead):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.images: list[torch.Tensor] = []
+        self.images: list[NormalisedImages] = []
         self.labels: list[torch.Tensor] = []
 
-    def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_data(self, task: TaskData) -> tuple[NormalisedImages, torch.Tensor]:
         """Stores ``task``'s training data, then returns tasks 1..t's training images
         ``(ΣN, C, H, W)`` and global class ids ``(ΣN,)`` (called once per task)."""
         self._remember(task)
-        return torch.cat(self.images), torch.cat(self.labels)
+        return NormalisedImages.cat(self.images), torch.cat(self.labels)
 
     def _remember(self, task: TaskData) -> None:
         """Store ``task``'s training images and global labels."""

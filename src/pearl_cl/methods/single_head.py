@@ -26,6 +26,7 @@ from torch import nn
 
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
+from pearl_cl.data.pixels import NormalisedImages
 from pearl_cl.learning.evaluation import TaskCounts, evaluate_tasks
 from pearl_cl.learning.metrics import task_accuracy
 from pearl_cl.learning.training import (EVAL_BATCH, count_correct, fit, load_optimizer_tensors, make_optimizer,
@@ -116,7 +117,7 @@ class SingleHead(Learner):
             logits = logits.masked_fill(~allowed, float("-inf"))
         return nn.functional.cross_entropy(logits, targets, reduction=reduction)
 
-    def training_data(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_data(self, task: TaskData) -> tuple[NormalisedImages, torch.Tensor]:
         """``(N, C, H, W)`` images and ``(N,)`` global class ids to train on for ``task``."""
         return task.train_x, torch.tensor(task.classes)[task.train_y]
 

@@ -102,5 +102,5 @@ class LikelihoodRatio(Router):
                routing, true_task: torch.Tensor | None) -> torch.Tensor:
         """``(N,)`` the task with the largest likelihood ratio for images ``x``."""
         kept = [s.of(self.name) for s in stats]
-        h = random_features(x.flatten(1), kept[0]["scatter"].shape[0])
+        h = random_features(x[:].flatten(1), kept[0]["scatter"].shape[0])
         return likelihood_ratios(h, kept, routing.shrinkage).argmax(dim=0)

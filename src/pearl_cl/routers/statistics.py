@@ -221,7 +221,7 @@ def task_features(model, task: str, n_classes: int, train_x: torch.Tensor, train
                           f"{int(counts.min())} image(s) for the router statistics; raise routing.sample or set it to null (all)")
     feats, logits, ref_feats, branch = joint(train_x[idx])
     val_feats, val_logits, _, val_branch = joint(val_x) if len(val_x) else (feats, logits, ref_feats, branch)
-    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x.flatten(1), train_y, val_logits, val_branch,
+    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x[:].flatten(1), train_y, val_logits, val_branch,
                         val_feats)
 
 
@@ -241,7 +241,7 @@ def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, tra
         return stats
     if all(not r.per_branch and not r.needs_network for r in routers):
         empty = torch.empty(0)
-        data = TaskFeatures(torch.empty(0, dtype=torch.long), n_classes, empty, empty, train_x.flatten(1), train_y,
+        data = TaskFeatures(torch.empty(0, dtype=torch.long), n_classes, empty, empty, train_x[:].flatten(1), train_y,
                             empty, empty, empty)
     else:
         data = task_features(model, task, n_classes, train_x, train_y, val_x, routing.sample, batch_size)

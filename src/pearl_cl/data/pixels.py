@@ -1,0 +1,80 @@
+"""Images kept as uint8 and normalised a batch at a time (our design).
+
+A task's images stay in memory as the ``(N, C, H, W)`` uint8 pixels the dataset holds, a quarter
+of their float32 size; indexing gives the rows asked for as float32, standardised with the
+benchmark's per-channel mean and std. Every reader of a task's images (training, evaluation,
+router statistics, probes) indexes them in batches, so only one batch is ever float at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def standardise(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(N, C, H, W)`` or ``(C, H, W)`` pixels in [0, 255] (any dtype) → float32
+    ``(pixels / 255 − mean) / std`` per channel; ``mean`` and ``std`` are per-channel values on
+    pixels scaled to [0, 1]."""
+    shape = (-1, 1, 1)
+    return (pixels.float() / 255.0 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+class NormalisedImages:
+    """``(N, C, H, W)`` uint8 ``pixels`` that index as normalised float32.
+
+    ``images[rows]`` (an int, slice, index tensor or boolean mask; ``images[rows, ...]`` then
+    indexes the other dimensions of the result) is
+    ``(pixels[rows] / 255 − mean) / std`` per channel, a float32 tensor (:func:`standardise`, the same
+    numbers as normalising every image at once); ``images[:]`` gives all
+    rows. ``mean`` and ``std`` are per-channel tuples on pixels scaled to [0, 1].
+
+    Raises:
+        ValueError: ``pixels`` is not a 4-d uint8 tensor, or ``mean``/``std`` do not have one
+            entry per channel (``std`` entries must be > 0).
+    """
+
+    def __init__(self, pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> None:
+        if pixels.dtype != torch.uint8 or pixels.dim() != 4:
+            raise ValueError(f"NormalisedImages needs (N, C, H, W) uint8 pixels, got {tuple(pixels.shape)} {pixels.dtype}")
+        channels = pixels.shape[1]
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need one entry per channel ({channels}), std > 0")
+        self.pixels = pixels
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(N, C, H, W)``."""
+        return self.pixels.shape
+
+    def numel(self) -> int:
+        """Number of pixels held (N·C·H·W)."""
+        return self.pixels.numel()
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, tuple):  # rows first, then the other dimensions of the float result
+            rows = self[index[0]]
+            return rows[index[1:]] if rows.dim() == 3 else rows[(slice(None),) + index[1:]]
+        return standardise(self.pixels[index], self.mean, self.std)
+
+    def take(self, rows: torch.Tensor | slice) -> "NormalisedImages":
+        """The ``rows`` of these images, still uint8 (no copy for a slice)."""
+        return NormalisedImages(self.pixels[rows], self.mean, self.std)
+
+    @staticmethod
+    def cat(parts: Sequence["NormalisedImages"]) -> "NormalisedImages":
+        """``parts`` one after another (they must share mean and std).
+
+        Raises:
+            ValueError: no parts, or parts normalised differently.
+        """
+        if not parts:
+            raise ValueError("NormalisedImages.cat needs at least one part")
+        if any((p.mean, p.std) != (parts[0].mean, parts[0].std) for p in parts):
+            raise ValueError("NormalisedImages.cat: the parts are normalised with different mean and std")
+        return NormalisedImages(torch.cat([p.pixels for p in parts]), parts[0].mean, parts[0].std)
