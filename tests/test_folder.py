@@ -3,6 +3,8 @@ digits written as PNG files."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,11 @@ import yaml
 from PIL import Image
 
 from pearl_cl.commands import cli
+from pearl_cl.commands.export import export
+from pearl_cl.commands.predict import predict
 from pearl_cl.data.benchmarks import make_benchmark
 from pearl_cl.data.folder import read_image_folder
-from pearl_cl.errors import ConfigError, DataError
+from pearl_cl.errors import ConfigError, DataError, PearlError
 from pearl_cl.engine.operations import resume, rollback
 from pearl_cl.engine.runner import run
 
@@ -128,3 +132,32 @@ def test_numbered_class_folders_can_be_listed_as_numbers(tmp_path, mnist):
                 Image.fromarray(image[0].numpy()).save(root / split / str(digit) / f"{k}.png")
     bench = make_benchmark(str(_yaml(tmp_path, image_folder=str(root), tasks=[[1], [0]])), seed=0, val_fraction=0.0)
     assert [t.classes for t in bench.tasks] == [(1,), (0,)]
+
+
+def test_predict_and_export_read_only_the_run_directory(tmp_path, mnist, capsys):
+    root = tmp_path / "digits"
+    _write_tree(root, mnist, per_class=20)
+    spec_file = tmp_path / "pairs.yaml"
+    spec_file.write_text("image_folder: digits\ntasks: [[zero, one], [two, three]]\n")
+    result = run(small_config(tmp_path, benchmark=str(spec_file), backbone__name="mlp", data__val_fraction=0.0))
+    image = tmp_path / "digit.png"
+    shutil.copy(root / "test" / "two" / "000.png", image)
+    before = predict(result.directory, [str(image)])
+    shutil.rmtree(root)
+    spec_file.unlink()
+    after = predict(result.directory, [str(image)])
+    assert after == before and after[0].class_name == sorted(NAMES)[after[0].label]
+    manifest = json.loads((export(result.directory, 2, tmp_path / "export") / "export.json").read_text())
+    assert manifest["classes"] == [2, 1] and manifest["normalise"]["mean"] == list(json.loads(
+        (result.directory / "data.json").read_text())["spec"]["mean"])
+    assert cli.main(["predict", str(result.directory), str(image)]) == 0
+    assert f"({after[0].class_name})" in capsys.readouterr().out
+
+
+def test_a_corrupt_data_record_is_named(tmp_path, mnist):
+    result = run(small_config(tmp_path, backbone__name="mlp", data__train_per_task=200, data__test_per_task=50,
+                              train__epochs=1, train__reference_epochs=1))
+    path = result.directory / "data.json"
+    path.write_text(path.read_text().replace('"tasks"', '"task"'))
+    with pytest.raises(PearlError, match="data.json is corrupt"):
+        predict(result.directory, [])

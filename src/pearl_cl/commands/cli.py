@@ -171,7 +171,8 @@ def _predict(args: argparse.Namespace) -> None:
     from pearl_cl.commands.predict import predict
 
     for p in predict(args.run_dir, args.images, args.task):
-        print(f"{p.path}\tclass {p.label}\ttask {p.task or '-'}\tconfidence {p.confidence:.1f}%")
+        name = f" ({p.class_name})" if p.class_name else ""
+        print(f"{p.path}\tclass {p.label}{name}\ttask {p.task or '-'}\tconfidence {p.confidence:.1f}%")
 
 
 def _inspect(args: argparse.Namespace) -> int:

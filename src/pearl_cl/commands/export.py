@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from pearl_cl.engine.restore import load_learner, open_run
-from pearl_cl.engine.runner import benchmark_for
+from pearl_cl.engine.runner import run_benchmark
 from pearl_cl.engine.store import sha256
 from pearl_cl.errors import PearlError
 from pearl_cl.methods.learner import Learner
@@ -58,7 +58,7 @@ def export(directory: str | Path, task: int, out: str | Path, fmt: str = "peft")
     target = Path(out)
     if target.exists():
         raise PearlError(f"{target} already exists; choose a new --out directory")
-    bench = benchmark_for(config)
+    bench = run_benchmark(opened)
     learner = load_learner(config, bench, opened.store, opened.progress, learning=False)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import torch
 from pearl_cl.data.benchmarks import normalise
 from pearl_cl.errors import DataError, PearlError
 from pearl_cl.engine.restore import load_learner, open_run
-from pearl_cl.engine.runner import benchmark_for
+from pearl_cl.engine.runner import run_benchmark
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 
@@ -79,12 +79,14 @@ def _from_array(array: np.ndarray) -> torch.Tensor:
 @dataclass(frozen=True)
 class Prediction:
     """One image's prediction: global ``label``, the ``task`` whose branch or classes gave it
-    (None when tasks share classes), and ``confidence`` in % (softmax probability)."""
+    (None when tasks share classes), ``confidence`` in % (softmax probability), and the label's
+    ``class_name`` when the dataset names its classes (an image folder), else None."""
 
     path: str
     label: int
     task: str | None
     confidence: float
+    class_name: str | None = None
 
 
 def predict(directory: str | Path, paths: list[str], task: int | None = None) -> list[Prediction]:
@@ -102,9 +104,10 @@ def predict(directory: str | Path, paths: list[str], task: int | None = None) ->
     name = None if task is None else f"task{task}"
     if name is not None and name not in names:
         raise PearlError(f"--task {task}: the run learned tasks 1 to {len(names)}")
-    bench = benchmark_for(opened.config)
+    bench = run_benchmark(opened)
     images = torch.stack([read_image(p, bench.image_shape) for p in paths])
     learner = load_learner(opened.config, bench, opened.store, opened.progress, learning=False)
     labels, tasks, confidence = learner.predict(normalise(images, bench.spec), name)
-    return [Prediction(str(p), int(label), names[int(t)] if t >= 0 else None, 100.0 * float(c))
+    return [Prediction(str(p), int(label), names[int(t)] if t >= 0 else None, 100.0 * float(c),
+                       bench.class_names[int(label)] if bench.class_names else None)
             for p, label, t, c in zip(paths, labels, tasks, confidence)]

@@ -91,12 +91,17 @@ class TaskData:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A task sequence with the facts a run records about its data."""
+    """A task sequence with the facts a run records about its data (:func:`describe`).
+    ``class_names`` names each class id when the dataset does (else empty); ``loaded`` is False
+    for a benchmark rebuilt from a run directory's record (:func:`described_benchmark`), whose
+    tasks hold no images."""
 
     spec: BenchmarkSpec
     tasks: tuple[TaskData, ...]
     image_shape: tuple[int, int, int]
     source: str
+    class_names: tuple[str, ...] = ()
+    loaded: bool = True
 
     @property
     def n_classes(self) -> int:
@@ -265,4 +270,38 @@ def make_benchmark(
         images = DATASETS[spec.dataset](data_root=data_root, download=download)
     tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task,
                         first_task_classes, classes_per_task)
-    return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source)
+    return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source,
+                     class_names=images.class_names)
+
+
+def describe(bench: Benchmark) -> dict:
+    """What a run directory keeps of ``bench`` so that predict and export need no dataset: its
+    spec (normalisation, scenario, …), image shape, source, class names, and each task's classes
+    and number of test images; JSON-ready (:func:`described_benchmark` reads it back)."""
+    return {"spec": dataclasses.asdict(bench.spec), "image_shape": list(bench.image_shape), "source": bench.source,
+            "class_names": list(bench.class_names),
+            "tasks": [{"classes": list(t.classes), "test_images": len(t.test_y)} for t in bench.tasks]}
+
+
+def _tuples(value):
+    """``value`` with every list turned into a tuple, nested (JSON back to a spec's fields)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def described_benchmark(description: dict) -> Benchmark:
+    """The benchmark :func:`describe` recorded, without images (``loaded`` False): each task has
+    its index and classes, and empty image and label tensors.
+
+    Raises:
+        ValueError: ``description`` is not what :func:`describe` writes.
+    """
+    try:
+        spec = BenchmarkSpec(**{k: _tuples(v) for k, v in description["spec"].items()})
+        c, h, w = (int(v) for v in description["image_shape"])
+        none = NormalisedImages(torch.empty((0, c, h, w), dtype=torch.uint8), spec.mean, spec.std)
+        labels = torch.empty(0, dtype=torch.long)
+        tasks = tuple(TaskData(k, tuple(int(v) for v in t["classes"]), none, labels, none, labels, none, labels)
+                      for k, t in enumerate(description["tasks"]))
+        return Benchmark(spec, tasks, (c, h, w), str(description["source"]), tuple(description["class_names"]), loaded=False)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a benchmark description ({exc!r})") from exc

@@ -91,11 +91,12 @@ def read_image_folder(root: Path, image_size: tuple[int, int] | None = None) -> 
         DataError: a missing split, different classes in the two splits, a class folder with no
             images, an unreadable image, or images of different sizes without ``image_size``.
     """
-    folder_classes(root)
+    names = folder_classes(root)
     splits = {split: _read_split(root / split, image_size) for split in SPLITS}
     rgb = any(image.mode == "RGB" for images, _, _ in splits.values() for image in images)
     tensors = {split: _to_tensor(images, paths, rgb) for split, (images, _, paths) in splits.items()}
     if tensors["train"].shape[1:] != tensors["test"].shape[1:]:
         raise DataError(f"image folder {root}: train images are {tuple(tensors['train'].shape[2:])} but test images "
                         f"{tuple(tensors['test'].shape[2:])}; add image_size: [H, W] to the benchmark file")
-    return ImageSet(root.name, tensors["train"], splits["train"][1], tensors["test"], splits["test"][1], source=str(root))
+    return ImageSet(root.name, tensors["train"], splits["train"][1], tensors["test"], splits["test"][1], source=str(root),
+                    class_names=tuple(names))

@@ -21,6 +21,8 @@ class ImageSet:
         test_images: ``(N_test, C, H, W)`` uint8 pixels.
         test_labels: ``(N_test,)`` int64 class indices.
         source: where the data was read from (a path), for the run's records.
+        class_names: the name of each class id, when the dataset has them (an image folder's
+            class folders); empty otherwise.
     """
 
     name: str
@@ -29,6 +31,7 @@ class ImageSet:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str
+    class_names: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

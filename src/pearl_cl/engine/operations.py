@@ -16,7 +16,9 @@ from pearl_cl.engine.loggers import keep_steps
 from pearl_cl.engine.outputs import write_outputs
 from pearl_cl.engine.progress import PROGRESS
 from pearl_cl.engine.restore import checked_overrides, load_learner, open_run
-from pearl_cl.engine.runner import OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic, fresh_progress
+from pearl_cl.data.benchmarks import describe
+from pearl_cl.engine.runner import (DATA_RECORD, OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic,
+                                    fresh_progress, run_benchmark)
 from pearl_cl.errors import PearlError
 
 
@@ -43,6 +45,8 @@ def resume(directory: str | Path, overrides: list[str] | None = None, on_task: O
         bench = benchmark_for(config)
         progress = opened.progress or fresh_progress(bench)
         learner = load_learner(config, bench, opened.store, progress)
+        if DATA_RECORD not in opened.store.files:  # a run from before pearl-cl kept it
+            opened.store.write_json(DATA_RECORD, describe(bench))
         state = RunState(config, bench, opened.store, learner, progress, peak)
         return learn_tasks(state, default_hooks(config, opened.store.root, on_task))
 
@@ -65,7 +69,7 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
                          f"{opened.store.root}), got {to_task}")
     progress = opened.progress.truncated(to_task)
     opened.store.write_json(PROGRESS, progress.to_json())  # the commit point first; the rest follows from it
-    bench = benchmark_for(opened.config)
+    bench = run_benchmark(opened)  # no dataset needed
     learner = load_learner(opened.config, bench, opened.store, progress, learning=False)
     result = write_outputs(opened.store, opened.config, bench.source, progress, learner, _kept_peak(opened.store.root),
                            status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")

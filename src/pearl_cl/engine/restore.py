@@ -109,12 +109,14 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
     exactly as learning left them (each task file's checksum verified). Without ``learning``
     (predict, export, rollback) ``backbone.pretrained`` is not read: the saved tasks hold every
     weight, and only learning a new task (a new Separate network, or a first task) starts from it.
+    ``bench`` may be one without images, as the run recorded it
+    (:func:`~pearl_cl.engine.runner.run_benchmark`): then only its tasks' classes are checked.
 
     Raises:
         PearlError: a task file missing, corrupt, or not matching the benchmark (names it).
     """
     totals = [len(t.test_y) for t in bench.tasks]
-    if totals != progress.totals.tolist() or bench.spec.scenario != progress.scenario:
+    if bench.loaded and (totals != progress.totals.tolist() or bench.spec.scenario != progress.scenario):
         raise PearlError(f"the benchmark's data differs from the run in {store.root}: {len(totals)} tasks with "
                          f"{totals} test images now, {progress.totals.tolist()} when it ran; point data.root at "
                          f"the data the run used")

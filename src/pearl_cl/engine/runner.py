@@ -14,6 +14,7 @@ directory (:mod:`pearl_cl.engine.operations`).
 from __future__ import annotations
 
 import dataclasses
+import json
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -25,13 +26,14 @@ import torch
 from pearl_cl.backbones.pretrained import IMAGENET
 from pearl_cl.config import RunConfig, save_config, validate
 from pearl_cl.data.benchmark_file import portable_copy
-from pearl_cl.data.benchmarks import BENCHMARK_FILE_SUFFIXES, Benchmark, benchmark_spec, make_benchmark, scenario_view
+from pearl_cl.data.benchmarks import (BENCHMARK_FILE_SUFFIXES, Benchmark, benchmark_spec, describe,
+                                      described_benchmark, make_benchmark, scenario_view)
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import Hook, RunResult, RunState, learn_tasks
 from pearl_cl.engine.hooks import Checkpoint, Evaluate, TaskCallback
 from pearl_cl.engine.loggers import StepCSV, TensorBoard
 from pearl_cl.engine.progress import Progress
-from pearl_cl.engine.restore import BENCHMARK_COPY
+from pearl_cl.engine.restore import BENCHMARK_COPY, OpenRun
 from pearl_cl.engine.store import open_store
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods.record import TaskRecord
@@ -62,6 +64,27 @@ def benchmark_for(config: RunConfig) -> Benchmark:
         raise ConfigError(f"scenario=task-il trains each task over its own output units, but {bench.spec.name}'s tasks "
                           f"share their classes and {config.method} has one head: use scenario=domain-il")
     return scenario_view(bench, config.scenario)
+
+
+DATA_RECORD = "data.json"  # describe(bench) of the run's benchmark: predict and export read no dataset
+
+
+def run_benchmark(opened: OpenRun) -> Benchmark:
+    """The benchmark of the run ``opened``, without images, from its ``data.json`` (checksum
+    verified), so that predict and export work wherever the dataset is; for a run directory
+    written before pearl-cl kept that file, the benchmark its config names, loaded.
+
+    Raises:
+        PearlError: ``data.json`` corrupt, or not what pearl-cl writes.
+        ConfigError, DataError: as :func:`benchmark_for`, for a run without ``data.json``.
+    """
+    if DATA_RECORD not in opened.store.files:
+        return benchmark_for(opened.config)
+    path = opened.store.root / DATA_RECORD
+    try:
+        return described_benchmark(json.loads(opened.store.read_verified(DATA_RECORD)))
+    except ValueError as exc:  # json's errors too
+        raise PearlError(f"{path} is not the data record pearl-cl writes ({exc}); restore it from a copy") from exc
 
 
 def fresh_progress(bench: Benchmark) -> Progress:
@@ -138,5 +161,6 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
         if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
             store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
         store.write_text("config.yaml", save_config(config))
+        store.write_json(DATA_RECORD, describe(bench))
         state = RunState(config, bench, store, learner, fresh_progress(bench), peak)
         return learn_tasks(state, default_hooks(config, directory, on_task))
