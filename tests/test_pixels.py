@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pearl_cl.data.benchmarks import normalise, split_tasks
+from pearl_cl.data.benchmarks import make_benchmark, normalise, split_tasks
 from pearl_cl.data.pixels import NormalisedImages
 from pearl_cl.registry import BENCHMARKS
 
@@ -50,3 +50,8 @@ def test_cat_refuses_differently_normalised_parts():
     pixels = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     with pytest.raises(ValueError, match="different mean and std"):
         NormalisedImages.cat([NormalisedImages(pixels, (0.1,), (0.3,)), NormalisedImages(pixels, (0.2,), (0.3,))])
+
+
+def test_without_standardising_pixels_are_only_scaled(mnist):
+    task = make_benchmark("split-mnist", 0, test_per_task=20, standardise=False).tasks[0]
+    assert torch.equal(task.test_x[:], task.test_x.pixels.float() / 255.0)

@@ -43,7 +43,9 @@ class DataConfig:
     validation; ``shuffle_classes``: permute the class order with the seed;
     ``train_per_task`` / ``test_per_task``: cap images per task (None: all);
     ``first_task_classes`` / ``classes_per_task``: re-cut a class-split benchmark into a first
-    task of that many classes and later tasks of ``classes_per_task`` (None: the benchmark's own).
+    task of that many classes and later tasks of ``classes_per_task`` (None: the benchmark's own);
+    ``standardise``: scale pixels to [0, 1] and standardise them with the benchmark's per-channel
+    mean and std (False: only scale to [0, 1], as torchvision's ``ToTensor``).
     """
 
     root: str | None = None
@@ -54,6 +56,7 @@ class DataConfig:
     test_per_task: int | None = None
     first_task_classes: int | None = None
     classes_per_task: int | None = None
+    standardise: bool = True
 
 
 @dataclass
@@ -233,7 +236,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "classic-split-mnist": {
         "backbone.name": "mlp", "backbone.width": 1.0, "train.optimizer": "adam", "train.lr": 0.001,
         "train.batch_size": 128, "train.iterations": 2000, "train.reset_optimizer": False, "scenario": "class-il",
-        "lwf.variant": "van-de-ven", "data.shuffle_classes": True,
+        "lwf.variant": "van-de-ven", "data.shuffle_classes": True, "data.standardise": False,
     },
 }
 """Named protocols: config values applied before the file and overrides. ``classic-split-mnist``
@@ -241,7 +244,8 @@ is the Split-MNIST protocol of Hsu et al. (2018) and van de Ven & Tolias (2019):
 hidden layers of 400 ReLU units, Adam with lr 0.001 and its state kept across tasks, batches of
 128, 2,000 iterations per task, LwF as their code has it (``lwf.variant=van-de-ven``), the
 digits dealt to the five tasks in an order drawn from the seed (``data.shuffle_classes``; their
-code does the same for every seed but 0). (Both train on all 60,000 training images; ours hold
+code does the same for every seed but 0), pixels scaled to [0, 1] and not standardised
+(``data.standardise``). (Both train on all 60,000 training images; ours hold
 ``data.val_fraction`` out for validation.)"""
 
 PROTOCOL_SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {

@@ -254,9 +254,11 @@ def make_benchmark(
     test_per_task: int | None = None,
     first_task_classes: int | None = None,
     classes_per_task: int | None = None,
+    standardise: bool = True,
 ) -> Benchmark:
     """Load benchmark ``name`` (a registered name or a benchmark file) and cut it into tasks
-    (:func:`split_tasks`).
+    (:func:`split_tasks`). Without ``standardise`` the spec's mean and std become 0 and 1 (pixels
+    only scaled to [0, 1]).
 
     Raises:
         ConfigError: unknown benchmark name, or bad split settings.
@@ -268,6 +270,8 @@ def make_benchmark(
         spec = dataclasses.replace(spec, **pixel_statistics(images.train_images, images.train_labels, spec.task_classes))
     else:
         images = DATASETS[spec.dataset](data_root=data_root, download=download)
+    if not standardise:
+        spec = dataclasses.replace(spec, mean=(0.0,) * len(spec.mean), std=(1.0,) * len(spec.std))
     tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task,
                         first_task_classes, classes_per_task)
     return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source,
