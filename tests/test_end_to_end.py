@@ -27,7 +27,7 @@ def finished(tmp_path_factory):
 def test_run_directory_holds_every_file(finished):
     root = finished.directory
     expected = ["config.yaml", "metrics.json", "accuracy_matrix_task-il.csv", "accuracy_matrix_domain-il.csv",
-                "accuracy_matrix_class-il.csv", "routing_accuracy.csv", "ranks.csv", "tasks.csv", "steps.csv", "progress.json", "manifest.json"]
+                "accuracy_matrix_class-il.csv", "routing_accuracy.csv", "ranks.csv", "tasks.csv", "steps.csv", "progress.json", "manifest.json", "data.json"]
     expected += [f"tasks/task{i}.safetensors" for i in range(1, 6)]
     for name in expected:
         assert (root / name).is_file(), name

@@ -33,7 +33,7 @@ def test_later_task_leaves_reference_and_earlier_tasks_bitwise_unchanged(tmp_pat
     before = _state(learner.model)
     learner.model.eval()
     with torch.no_grad():
-        logits_before = {t.name: learner.model(t.test_x, t.name) for t in small_tasks[:2]}
+        logits_before = {t.name: learner.model(t.test_x[:], t.name) for t in small_tasks[:2]}
 
     learner.learn(small_tasks[2], seed=2)
 
@@ -44,7 +44,7 @@ def test_later_task_leaves_reference_and_earlier_tasks_bitwise_unchanged(tmp_pat
     learner.model.eval()
     with torch.no_grad():
         for t in small_tasks[:2]:
-            assert torch.equal(learner.model(t.test_x, t.name), logits_before[t.name])
+            assert torch.equal(learner.model(t.test_x[:], t.name), logits_before[t.name])
 
 
 def test_parameter_counts_match_the_chosen_ranks(tmp_path, small_tasks):
@@ -78,7 +78,7 @@ def test_layer_first_adapted_by_a_later_task_keeps_earlier_branches(small_tasks)
             before = _state(model)
             model.eval()
             with torch.no_grad():
-                logits = {t.name: model(t.test_x, t.name) for t in (t1, t2)}
+                logits = {t.name: model(t.test_x[:], t.name) for t in (t1, t2)}
             model.zero_grad(set_to_none=True)
     own = task_parameters(model, "task3")
     fit(model, lambda xb: model(xb, "task3"), own.values(), t3.train_x, t3.train_y, settings, seed=2)
@@ -90,4 +90,4 @@ def test_layer_first_adapted_by_a_later_task_keeps_earlier_branches(small_tasks)
     model.eval()
     with torch.no_grad():
         for t in (t1, t2):
-            assert torch.equal(model(t.test_x, t.name), logits[t.name])
+            assert torch.equal(model(t.test_x[:], t.name), logits[t.name])

@@ -18,7 +18,7 @@ from pearl_cl.engine.progress import PROGRESS
 from pearl_cl.engine.restore import checked_overrides, load_learner, open_run
 from pearl_cl.data.benchmarks import describe
 from pearl_cl.engine.runner import (DATA_RECORD, OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic,
-                                    fresh_progress, run_benchmark)
+                                    fresh_progress)
 from pearl_cl.errors import PearlError
 
 
@@ -69,7 +69,7 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
                          f"{opened.store.root}), got {to_task}")
     progress = opened.progress.truncated(to_task)
     opened.store.write_json(PROGRESS, progress.to_json())  # the commit point first; the rest follows from it
-    bench = run_benchmark(opened)  # no dataset needed
+    bench = benchmark_for(opened.config)
     learner = load_learner(opened.config, bench, opened.store, progress, learning=False)
     result = write_outputs(opened.store, opened.config, bench.source, progress, learner, _kept_peak(opened.store.root),
                            status=f"incomplete: {to_task} of {len(bench.tasks)} tasks learned (rolled back from {learned})")
