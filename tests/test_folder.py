@@ -139,7 +139,8 @@ def test_predict_and_export_read_only_the_run_directory(tmp_path, mnist, capsys)
     _write_tree(root, mnist, per_class=20)
     spec_file = tmp_path / "pairs.yaml"
     spec_file.write_text("image_folder: digits\ntasks: [[zero, one], [two, three]]\n")
-    result = run(small_config(tmp_path, benchmark=str(spec_file), backbone__name="mlp", data__val_fraction=0.0))
+    result = run(small_config(tmp_path, benchmark=str(spec_file), backbone__name="mlp", data__val_fraction=0.0,
+                              pearl__rank_rule="budget"))  # the rule whose restore measures on the reference task's images
     image = tmp_path / "digit.png"
     shutil.copy(root / "test" / "two" / "000.png", image)
     before = predict(result.directory, [str(image)])

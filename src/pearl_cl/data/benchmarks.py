@@ -280,11 +280,11 @@ def make_benchmark(
 
 def describe(bench: Benchmark) -> dict:
     """What a run directory keeps of ``bench`` so that predict and export need no dataset: its
-    spec (normalisation, scenario, …), image shape, source, class names, and each task's classes
-    and number of test images; JSON-ready (:func:`described_benchmark` reads it back)."""
+    spec (normalisation, scenario, …), image shape, source, class names, and each task's
+    classes; JSON-ready (:func:`described_benchmark` reads it back)."""
     return {"spec": dataclasses.asdict(bench.spec), "image_shape": list(bench.image_shape), "source": bench.source,
             "class_names": list(bench.class_names),
-            "tasks": [{"classes": list(t.classes), "test_images": len(t.test_y)} for t in bench.tasks]}
+            "tasks": [{"classes": list(t.classes)} for t in bench.tasks]}
 
 
 def _tuples(value):

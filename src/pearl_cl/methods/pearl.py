@@ -177,8 +177,9 @@ class Pearl(TaskBranches):
         subtracted from every later task's. It is measured on the reference task's validation
         images (its training images when it has fewer than 20): the reference weights were
         trained on its training images, whose features are therefore closer than any new
-        images of the same distribution."""
-        if self.rule.name == "budget":
+        images of the same distribution. Not measured for a task without images (a benchmark
+        restored from a run's ``data.json`` for predict or export, which learns nothing)."""
+        if self.rule.name == "budget" and len(task.train_y):
             measure = PROXIMITIES.get(self.config.pearl.proximity)
             unseen = task if len(task.val_y) < 20 else dataclasses.replace(task, train_x=task.val_x, train_y=task.val_y)
             self.baseline = measure(reference_copy(self.model), unseen, self._probe_settings(), seed).task
