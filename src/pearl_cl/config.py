@@ -45,7 +45,9 @@ class DataConfig:
     ``first_task_classes`` / ``classes_per_task``: re-cut a class-split benchmark into a first
     task of that many classes and later tasks of ``classes_per_task`` (None: the benchmark's own);
     ``standardise``: scale pixels to [0, 1] and standardise them with the benchmark's per-channel
-    mean and std (False: only scale to [0, 1], as torchvision's ``ToTensor``).
+    mean and std (False: only scale to [0, 1], as torchvision's ``ToTensor``); ``workers``: processes
+    that decode the images of benchmarks read from image files (image folders, TinyImageNet) while
+    training (0: the training process itself); the batches are the same for any number.
     """
 
     root: str | None = None
@@ -57,6 +59,7 @@ class DataConfig:
     first_task_classes: int | None = None
     classes_per_task: int | None = None
     standardise: bool = True
+    workers: int = 0
 
 
 @dataclass
@@ -92,7 +95,9 @@ class TrainConfig:
     — Adam's moment estimates, SGD's momentum — carried from task to task, as the Split-MNIST
     protocol of van de Ven & Tolias (2019) does). It applies to the methods that train the same
     weights on every task (the single-head ones); a method that trains new adapters for each task
-    gives each a fresh optimiser."""
+    gives each a fresh optimiser. ``device``: auto | cpu | cuda | cuda:N | mps, where the network,
+    its state and every batch live (auto: CUDA, then MPS, then CPU); ``precision``: fp32, or bf16 /
+    fp16 autocast on CUDA (:mod:`pearl_cl.device`)."""
 
     epochs: int = 1
     reference_epochs: int = 1
@@ -105,6 +110,8 @@ class TrainConfig:
     momentum: float = 0.9
     augment: str = "none"
     reset_optimizer: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -224,7 +231,7 @@ class RunConfig:
         t = self.train
         return FitSettings(self.get(epochs_key), t.batch_size, self.get(lr_key), t.optimizer, t.weight_decay,
                            t.momentum, names=(epochs_key, lr_key), iterations=t.iterations if iterations else None,
-                           augment=t.augment)
+                           augment=t.augment, workers=self.data.workers)
 
 
 SCENARIOS = ("task-il", "domain-il", "class-il")
@@ -494,6 +501,11 @@ def validate(config: RunConfig) -> None:
                           f"or null (the benchmark's own)")
     if config.routing.random_features < 1:
         raise ConfigError(f"routing.random_features must be a positive width, got {config.routing.random_features}")
+    if config.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0 (0: decode images in the training process), got {config.data.workers}")
+    from pearl_cl import device
+
+    device.check_precision(config.train.precision, device.resolve(config.train.device))
     if config.logging.tensorboard:
         from pearl_cl.engine.loggers import check_tensorboard
 

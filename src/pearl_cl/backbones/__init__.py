@@ -15,6 +15,7 @@ import math
 
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import BACKBONES
 
@@ -27,7 +28,9 @@ def check_width(width: float) -> None:
 
 def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0,
                    pretrained: str | None = None) -> nn.Module:
-    """Build backbone ``name`` for images of shape ``in_shape`` = (channels, height, width).
+    """Build backbone ``name`` for images of shape ``in_shape`` = (channels, height, width), on
+    the current device (:func:`pearl_cl.device.current`; initialised on the CPU, so that every
+    device starts from the same weights).
 
     ``width`` multiplies the number of channels (resnet18, separable-cnn), hidden units (mlp)
     or the embedding (vit-tiny); efficientnet-lite0 has one size and ignores it. ``pretrained``
@@ -44,7 +47,7 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], width: float = 1.0
     backbone = BACKBONES.get(name)(in_shape, width)
     if pretrained is not None:
         load_pretrained(backbone, pretrained, name)
-    return backbone
+    return backbone.to(device.current())
 
 
 def adaptable_layers(backbone: nn.Module) -> dict[str, nn.Module]:

@@ -135,6 +135,7 @@ def _help_config() -> None:
 def _run(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
+    from pearl_cl import device
     from pearl_cl.commands.report import task_line, write_report
     from pearl_cl.learning import distributed
     from pearl_cl.engine.operations import resume
@@ -151,7 +152,11 @@ def _run(args: argparse.Namespace) -> None:
     if args.resume:
         result = resume(args.resume, _resume_overrides(args), on_task=on_task)
     else:
-        result = run(_load(args, seed=args.seed, out=args.out, method=args.method), on_task=on_task)
+        config = _load(args, seed=args.seed, out=args.out, method=args.method)
+        if distributed.is_main():
+            print(f"pearl-cl run: {config.benchmark} · {config.method} · seed {config.seed} · device "
+                  f"{device.resolve(config.train.device)} ({config.train.precision})", flush=True)
+        result = run(config, on_task=on_task)
     if not distributed.is_main():
         return
     _print_result(result)

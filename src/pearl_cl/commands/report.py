@@ -134,9 +134,11 @@ def headline_rows(result: RunResult) -> tuple[Table, Table]:
 
 
 def title_line(result: RunResult) -> str:
-    """``benchmark · method · seed · tasks · data source`` of a run."""
+    """``benchmark · method · seed · tasks · device (precision) · data source`` of a run (runs
+    written before pearl-cl recorded the device ran on the CPU in fp32)."""
     m = result.metrics
-    return f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · data: {m['data_source']}"
+    return (f"{m['benchmark']} · {m['method']} · seed {m['seed']} · {len(result.records)} tasks · "
+            f"{m.get('device', 'cpu')} ({m.get('precision', 'fp32')}) · data: {m['data_source']}")
 
 
 def summary(result: RunResult) -> str:

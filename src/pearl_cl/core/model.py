@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.backbones import adaptable_layers, norm_layers
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class ContinualModel(nn.Module):
 
     def add_head(self, task: str, n_classes: int) -> nn.Linear:
         """Create task ``task``'s head, a Linear ``(feature_dim → n_classes)``."""
-        head = nn.Linear(self.feature_dim, n_classes)
+        head = nn.Linear(self.feature_dim, n_classes).to(device.current())
         self.heads[task] = head
         return head
 

@@ -23,6 +23,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.data.batches import iterate_batches
 from pearl_cl.data.benchmarks import TaskData
@@ -37,7 +38,7 @@ def _probe_network(reference: nn.Module, n_classes: int, seed: int) -> tuple[nn.
     backbone = copy.deepcopy(reference)
     for p in backbone.parameters():
         p.requires_grad_(True)
-    return backbone, nn.Linear(backbone.feature_dim, n_classes)
+    return backbone, nn.Linear(backbone.feature_dim, n_classes).to(device.current())
 
 
 def _weights(backbone: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,7 +84,7 @@ def gradient_probe(reference: nn.Module, task: TaskData, settings: FitSettings, 
     backbone.train()
     generator = torch.Generator().manual_seed(seed)
     for xb, yb in iterate_batches(task.train_x, task.train_y, settings.batch_size, generator):
-        loss = nn.functional.cross_entropy(head(backbone(xb)), yb)
+        loss = nn.functional.cross_entropy(head(backbone(xb)), device.to_current(yb))
         if not torch.isfinite(loss):
             raise TrainingError(f"{task.name} gradient probe: loss became {loss.item()}; check the task's data")
         grads = torch.autograd.grad(loss, weights, allow_unused=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.backbones import adaptable_layers
 from pearl_cl.core.probe import finetune_probe
 from pearl_cl.core.rank import proximity as layer_proximity
@@ -67,15 +68,16 @@ def _shares(values: dict[str, float]) -> dict[str, float]:
 def reference_features(reference: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``(N, D)`` features of ``x`` ``(N, C, H, W)`` through the frozen reference backbone (eval mode)."""
     reference.eval()
-    return torch.cat([reference(x[s : s + EVAL_BATCH]) for s in range(0, len(x), EVAL_BATCH)])
+    return torch.cat([reference(device.to_current(x[s : s + EVAL_BATCH])) for s in range(0, len(x), EVAL_BATCH)])
 
 
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int) -> nn.Linear:
     """A Linear ``(D → n_classes)`` fitted by L-BFGS to minimise the mean cross-entropy of
     ``(N, D)`` features against ``(N,)`` labels plus :data:`HEAD_L2` · ‖W‖² (deterministic for a
-    given ``seed``)."""
+    given ``seed``); on the features' device."""
     torch.manual_seed(seed)
-    head = nn.Linear(features.shape[1], n_classes)
+    labels = labels.to(features.device)
+    head = nn.Linear(features.shape[1], n_classes, device=features.device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=HEAD_ITERATIONS, line_search_fn="strong_wolfe")
@@ -114,7 +116,8 @@ def cross_validated_loss(features: torch.Tensor, labels: torch.Tensor, n_classes
     for fit_on, score_on in (halves, halves[::-1]):
         head = fit_linear_head(features[fit_on], labels[fit_on], n_classes, seed)
         with torch.no_grad():
-            total += float(nn.functional.cross_entropy(head(features[score_on]), labels[score_on], reduction="sum"))
+            scored = labels[score_on].to(features.device)
+            total += float(nn.functional.cross_entropy(head(features[score_on]), scored, reduction="sum"))
     return total / len(labels)
 
 
@@ -139,7 +142,7 @@ def weight_gradients(reference: nn.Module, head: nn.Module, x: torch.Tensor, y: 
     for module in layers.values():
         module.weight.requires_grad_(True)
     for start in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        xb, yb = device.to_current(x[start : start + EVAL_BATCH]), device.to_current(y[start : start + EVAL_BATCH])
         loss = nn.functional.cross_entropy(head(net(xb)), yb, reduction="sum") / len(x)
         loss.backward()
     return {name: (m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)) for name, m in layers.items()}

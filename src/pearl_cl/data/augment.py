@@ -19,7 +19,8 @@ PADDING = 4  # pixels on each side before the random crop
 def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = PADDING) -> torch.Tensor:
     """``(N, C, H, W)`` → ``(N, C, H, W)``: each image padded by ``padding`` pixels of 0 (the mean,
     on standardised images), cropped back to ``H × W`` at a random offset, and mirrored left-right
-    with probability 1/2; offsets and flips are drawn from ``generator``."""
+    with probability 1/2; offsets and flips are drawn from ``generator`` (a CPU generator, so the
+    draws are the same whatever device ``x`` is on)."""
     n, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
     top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
@@ -28,4 +29,5 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = PADDIN
     rows = (top[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
     cols = left[:, None] + torch.arange(w)  # (N, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # (N, 1, 1, W)
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    index = (torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols)
+    return padded[tuple(i.to(x.device) for i in index)]

@@ -1,8 +1,10 @@
-"""Mini-batches over in-memory tensors (our design).
+"""Mini-batches: which rows go into each, and the images of those rows (our design).
 
-Our own few lines instead of ``torch.utils.data.DataLoader``: the task data already sits in
-memory as one tensor, and DataLoader would index and collate it one sample at a time, which
-costs more than a training step of the small networks used here.
+Our own few lines for images held in memory instead of ``torch.utils.data.DataLoader``: the task
+data already sits in memory as one tensor, and DataLoader would index and collate it one sample
+at a time, which costs more than a training step of the small networks used here. Images read
+from files go through a DataLoader with worker processes
+(:meth:`~pearl_cl.data.pixels.NormalisedImages.batches`), in the same order.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+
+from pearl_cl.data.pixels import NormalisedImages
 
 
 def iterate_batches(
@@ -38,6 +42,14 @@ def batch_rows(n: int, batch_size: int, generator: torch.Generator, min_last: in
         starts.pop()
     for k, start in enumerate(starts):
         yield order[start : starts[k + 1] if k + 1 < len(starts) else n]
+
+
+def image_batches(x, row_batches: list[torch.Tensor], workers: int = 0) -> Iterator[torch.Tensor]:
+    """``x[rows]`` for each ``rows`` of ``row_batches``, in order: ``x`` a tensor, or
+    :class:`~pearl_cl.data.pixels.NormalisedImages` whose image files ``workers`` processes decode."""
+    if isinstance(x, NormalisedImages):
+        return x.batches(row_batches, workers)
+    return (x[rows] for rows in row_batches)
 
 
 def n_batches(n: int, batch_size: int, min_last: int = 1) -> int:

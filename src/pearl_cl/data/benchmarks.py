@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from pearl_cl.data.benchmark_file import read_benchmark_file
+from pearl_cl.data.files import ImageFiles
 from pearl_cl.data.folder import read_image_folder
 from pearl_cl.data.pixels import NormalisedImages, standardise
 from pearl_cl.data.sources import DATASETS, ImageSet
@@ -200,6 +201,8 @@ def split_tasks(
         def select(x: torch.Tensor, y: torch.Tensor, cap: int | None) -> tuple[NormalisedImages, torch.Tensor]:
             idx = torch.nonzero(lookup[y] >= 0).squeeze(1)
             idx = idx[_take(len(idx), cap, generator)].sort().values
+            if isinstance(x, ImageFiles) and spec.shift == "none":  # the files stay unread
+                return NormalisedImages(x.take(idx), spec.mean, spec.std), lookup[y[idx]]
             return NormalisedImages(shift_images(x[idx], spec, t, seed), spec.mean, spec.std), lookup[y[idx]]
 
         train_x, train_y = select(images.train_images, images.train_labels, train_per_task)

@@ -2,20 +2,20 @@
 ImageFolder layout), for benchmark files with an ``image_folder`` key (our design).
 
 torchvision's ``ImageFolder`` lists the classes (sorted folder names; class ``k`` is the
-``k``-th name) and the image files; Pillow decodes them. Every image is held in memory as
-uint8: grey (1 channel) when every image of the tree is greyscale (a grey mode: L, LA, I, F or 1;
-palette images count as colour), else RGB. Images are resized
-to ``image_size`` (H, W) when it is given (bilinear, with antialiasing); without it they must all
-share one size.
+``k``-th name) and the image files; Pillow reads them. The images stay in their files and are
+decoded a batch at a time when used (:class:`~pearl_cl.data.files.ImageFiles`), as uint8: grey
+(1 channel) when every image of the tree is greyscale (a grey mode: L, LA, I, F or 1; palette
+images count as colour), else RGB. Images are resized to ``image_size`` (H, W) when it is given
+(bilinear, with antialiasing); without it they must all share one size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from pearl_cl.data.files import ImageFiles
 from pearl_cl.data.images import ImageSet
 from pearl_cl.errors import DataError
 
@@ -46,8 +46,9 @@ def folder_classes(root: Path) -> list[str]:
     return found["train"]
 
 
-def _read_split(folder: Path, image_size: tuple[int, int] | None) -> tuple[list, torch.Tensor, list[str]]:
-    """PIL images (decoded), labels, and file paths of one split."""
+def _list_split(folder: Path) -> tuple[list[str], torch.Tensor, list[bool], list[tuple[int, int]]]:
+    """File paths, labels, whether each image is grey, and each image's (W, H) of one split, from
+    the image headers (nothing is decoded)."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.datasets import ImageFolder
 
@@ -55,48 +56,41 @@ def _read_split(folder: Path, image_size: tuple[int, int] | None) -> tuple[list,
         listing = ImageFolder(str(folder), loader=lambda p: p)
     except FileNotFoundError as exc:
         raise DataError(f"image folder {folder}: {exc}") from exc
-    images, labels, paths = [], [], []
+    paths, labels, grey, sizes = [], [], [], []
     for path, label in listing.samples:
         try:
             with Image.open(path) as handle:
-                grey = handle.getbands()[0] in ("L", "I", "F", "1")  # L, LA, I, I;16, F, 1
-                image = handle.convert("L") if grey else handle.convert("RGB")
+                grey.append(handle.getbands()[0] in ("L", "I", "F", "1"))  # L, LA, I, I;16, F, 1
+                sizes.append(handle.size)
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); remove it or replace it with a PNG or JPEG") from exc
-        if image_size is not None:
-            image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR, reducing_gap=None)
-        images.append(image)
-        labels.append(label)
         paths.append(path)
-    return images, torch.tensor(labels, dtype=torch.long), paths
-
-
-def _to_tensor(images: list, paths: list[str], rgb: bool) -> torch.Tensor:
-    """``(N, C, H, W)`` uint8 from PIL images, all converted to RGB when ``rgb``."""
-    size = images[0].size
-    arrays = []
-    for image, path in zip(images, paths):
-        if image.size != size:
-            raise DataError(f"image {path} is {image.size[0]}×{image.size[1]}, not {size[0]}×{size[1]} like {paths[0]}; "
-                            f"add image_size: [H, W] to the benchmark file to resize every image")
-        array = np.asarray(image.convert("RGB") if rgb else image, dtype=np.uint8)
-        arrays.append(array.reshape(array.shape[0], array.shape[1], -1))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        labels.append(label)
+    return paths, torch.tensor(labels, dtype=torch.long), grey, sizes
 
 
 def read_image_folder(root: Path, image_size: tuple[int, int] | None = None) -> ImageSet:
-    """Every image of ``root/train`` and ``root/test`` (module docstring), labels by sorted class name.
+    """Every image of ``root/train`` and ``root/test`` (module docstring), labels by sorted class
+    name, as :class:`~pearl_cl.data.files.ImageFiles`: the headers are read here, the pixels when
+    the images are used.
 
     Raises:
         DataError: a missing split, different classes in the two splits, a class folder with no
             images, an unreadable image, or images of different sizes without ``image_size``.
     """
     names = folder_classes(root)
-    splits = {split: _read_split(root / split, image_size) for split in SPLITS}
-    rgb = any(image.mode == "RGB" for images, _, _ in splits.values() for image in images)
-    tensors = {split: _to_tensor(images, paths, rgb) for split, (images, _, paths) in splits.items()}
-    if tensors["train"].shape[1:] != tensors["test"].shape[1:]:
-        raise DataError(f"image folder {root}: train images are {tuple(tensors['train'].shape[2:])} but test images "
-                        f"{tuple(tensors['test'].shape[2:])}; add image_size: [H, W] to the benchmark file")
-    return ImageSet(root.name, tensors["train"], splits["train"][1], tensors["test"], splits["test"][1], source=str(root),
+    splits = {split: _list_split(root / split) for split in SPLITS}
+    channels = 1 if all(all(grey) for _, _, grey, _ in splits.values()) else 3
+    if image_size is None:
+        first = splits["train"][3][0]
+        for paths, _, _, sizes in splits.values():
+            for path, size in zip(paths, sizes):
+                if size != first:
+                    raise DataError(f"image {path} is {size[0]}×{size[1]}, not {first[0]}×{first[1]} like "
+                                    f"{splits['train'][0][0]}; add image_size: [H, W] to the benchmark file to resize "
+                                    f"every image")
+        image_size = (first[1], first[0])
+    files = {split: ImageFiles(paths, channels, image_size, resize=True, fix="remove it or replace it with a PNG or JPEG")
+             for split, (paths, _, _, _) in splits.items()}
+    return ImageSet(root.name, files["train"], splits["train"][1], files["test"], splits["test"][1], source=str(root),
                     class_names=tuple(names))

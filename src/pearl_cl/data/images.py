@@ -12,13 +12,14 @@ DOWNLOAD_ROOT = Path.home() / ".cache" / "pearl-cl" / "data"  # where data.downl
 
 @dataclass(frozen=True)
 class ImageSet:
-    """A labelled image dataset held in memory.
+    """A labelled image dataset.
 
     Attributes:
         name: dataset name, e.g. ``"mnist"``.
-        train_images: ``(N_train, C, H, W)`` uint8 pixels.
+        train_images: ``(N_train, C, H, W)`` uint8 pixels: a tensor in memory, or
+            :class:`~pearl_cl.data.files.ImageFiles` read from their files when used.
         train_labels: ``(N_train,)`` int64 class indices.
-        test_images: ``(N_test, C, H, W)`` uint8 pixels.
+        test_images: ``(N_test, C, H, W)`` uint8 pixels, as ``train_images``.
         test_labels: ``(N_test,)`` int64 class indices.
         source: where the data was read from (a path), for the run's records.
         class_names: the name of each class id, when the dataset has them (an image folder's

@@ -13,12 +13,12 @@ from typing import Any
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import RunResult, RunState, learn_tasks
 from pearl_cl.engine.loggers import keep_steps
-from pearl_cl.engine.outputs import write_outputs
+from pearl_cl.engine.outputs import MACHINE_KEYS, write_outputs
 from pearl_cl.engine.progress import PROGRESS
 from pearl_cl.engine.restore import checked_overrides, load_learner, open_run
 from pearl_cl.data.benchmarks import describe
 from pearl_cl.engine.runner import (DATA_RECORD, OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic,
-                                    fresh_progress)
+                                    fresh_progress, placed)
 from pearl_cl.errors import PearlError
 
 
@@ -40,7 +40,7 @@ def resume(directory: str | Path, overrides: list[str] | None = None, on_task: O
     config = opened.config
     if overrides:
         config = absolute_checkpoint(checked_overrides(opened, overrides))
-    with deterministic():
+    with deterministic(), placed(config):
         peak = metrics.reset_peak_rss()
         bench = benchmark_for(config)
         progress = opened.progress or fresh_progress(bench)
@@ -80,12 +80,13 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
 
 
 def _kept_peak(root: Path) -> dict[str, Any] | bool:
-    """The run's own ``peak_memory_*`` entries from its ``metrics.json`` (for a rollback, which
-    trains nothing), or False when that file is unreadable."""
+    """The run's own entries of where it ran (:data:`~pearl_cl.engine.outputs.MACHINE_KEYS`:
+    device, precision, peak memory) from its ``metrics.json`` (for a rollback, which trains
+    nothing), or False when that file is unreadable or has no peak memory."""
     try:
         old = json.loads((root / "metrics.json").read_text())
-        return {k: old[k] for k in ("peak_memory_bytes", "peak_memory_scope")}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {k: old[k] for k in MACHINE_KEYS if k in old} if "peak_memory_bytes" in old else False
+    except (OSError, ValueError, TypeError):
         return False
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pearl_cl import device
 from pearl_cl.config import RunConfig
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.progress import PROGRESS, SCENARIO, Progress
@@ -13,8 +14,23 @@ from pearl_cl.engine.store import RunStore
 from pearl_cl.methods.record import COUNT_KEYS
 
 PeakMemory = bool | dict[str, Any]
-"""Whether the process's peak memory was reset at the run's start, or the ``peak_memory_*``
+"""Whether the process's peak memory was reset at the run's start, or the :data:`MACHINE_KEYS`
 entries of ``metrics.json`` to keep (a rollback, which trains nothing, keeps the run's own)."""
+
+MACHINE_KEYS = ("device", "precision", "peak_memory_bytes", "peak_memory_scope", "peak_gpu_memory_bytes")
+"""The entries of ``metrics.json`` that say where the run computed and what it held at most."""
+
+
+def _machine(peak: bool) -> dict[str, Any]:
+    """The :data:`MACHINE_KEYS` entries of this process (the largest over processes)."""
+    entries = {"device": str(device.current()), "precision": device.precision(),
+               "peak_memory_bytes": distributed.maximum(metrics.peak_rss_bytes()),
+               "peak_memory_scope": ("this run" if peak else "this process (the peak could not be reset)")
+                                    + (f", the largest of {distributed.world_size()} processes" if distributed.active() else "")}
+    gpu = device.peak_memory_bytes()
+    if gpu is not None:
+        entries["peak_gpu_memory_bytes"] = distributed.maximum(gpu)
+    return entries
 
 
 def _number(value: float) -> float | None:
@@ -67,10 +83,7 @@ def metrics_json(config: RunConfig, source: str, progress: Progress, learner, pe
         "validation_accuracy": {r.task: _number(r.val_accuracy) for r in records},
         "retried": {r.task: r.note for r in records if r.note},
         "train_loss": {r.task: _number(r.train_loss) for r in records},
-        **(peak if isinstance(peak, dict) else {
-            "peak_memory_bytes": distributed.maximum(metrics.peak_rss_bytes()),
-            "peak_memory_scope": ("this run" if peak else "this process (the peak could not be reset)")
-                                 + (f", the largest of {distributed.world_size()} processes" if distributed.active() else "")}),
+        **(peak if isinstance(peak, dict) else _machine(peak)),
     }
 
 

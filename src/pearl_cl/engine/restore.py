@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from pearl_cl import device
 from pearl_cl.learning import distributed
 from pearl_cl.config import RunConfig, config_keys, load_config
 from pearl_cl.data.benchmarks import Benchmark
@@ -26,7 +27,7 @@ from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
 # where the data and the starting checkpoint are found; the guard and the logs of later tasks
-RESUMABLE_CHANGES = ("data.root", "data.download", "backbone.pretrained", "guard.", "logging.")
+RESUMABLE_CHANGES = ("data.root", "data.download", "data.workers", "backbone.pretrained", "guard.", "logging.", "train.device")
 
 
 @dataclass
@@ -129,7 +130,7 @@ def load_learner(config: RunConfig, bench: Benchmark, store: RunStore, progress:
         if record.task != task.name or tuple(record.classes) != task.classes:
             raise PearlError(f"{store.root / PROGRESS} lists {record.task} with classes {record.classes}, but the "
                              f"benchmark's {task.name} has {task.classes}; the data or its settings changed")
-        tensors = store.read_tensors(relative)
+        tensors = {k: device.to_current(v) for k, v in store.read_tensors(relative).items()}  # saved from the CPU
         try:
             learner.restore(task, tensors, record)
         except (KeyError, RuntimeError, ValueError) as exc:

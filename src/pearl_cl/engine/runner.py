@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pearl_cl import device
 from pearl_cl.backbones.pretrained import IMAGENET
 from pearl_cl.config import RunConfig, save_config, validate
 from pearl_cl.data.benchmark_file import portable_copy
@@ -112,6 +113,19 @@ def deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+@contextmanager
+def placed(config: RunConfig) -> Iterator[None]:
+    """The block runs on the device and in the precision of ``train.device`` and
+    ``train.precision`` (:mod:`pearl_cl.device`), with the device's peak memory counted afresh.
+
+    Raises:
+        ConfigError: a device this machine lacks, or a precision the device cannot run.
+    """
+    with device.use(device.resolve(config.train.device), config.train.precision):
+        device.reset_peak_memory()
+        yield
+
+
 def default_hooks(config: RunConfig, directory: Path, on_task: OnTask | None) -> list[Hook]:
     """The hooks of every run, in order: evaluation, ``steps.csv``, TensorBoard (with
     ``logging.tensorboard``), the checkpoint (whose ``progress.json`` commits the task, so it
@@ -145,7 +159,7 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
     distributed.initialise()
     validate(config)
     config = absolute_checkpoint(config)
-    with deterministic():
+    with deterministic(), placed(config):
         torch.manual_seed(config.seed)
         peak = metrics.reset_peak_rss()
         bench = benchmark_for(config)

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pearl_cl import device
 from pearl_cl.learning import distributed
 from pearl_cl.data.augment import AUGMENTATIONS, crop_flip
-from pearl_cl.data.batches import batch_rows, iterate_batches, n_batches
+from pearl_cl.data.batches import batch_rows, image_batches, iterate_batches, n_batches
 from pearl_cl.errors import ConfigError, TrainingError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -30,8 +31,9 @@ class FitSettings:
     ``iterations`` optimiser steps when that is set (passes repeat, each in a new random order;
     the Split-MNIST protocol of the literature counts steps); ``lr`` is the step size;
     ``optimizer`` is adam | sgd (with ``momentum``); ``weight_decay`` is L2; ``augment`` is none |
-    crop_flip (:mod:`pearl_cl.data.augment`, each training batch). ``names`` are the
-    config keys of ``epochs`` and ``lr``, used in error messages.
+    crop_flip (:mod:`pearl_cl.data.augment`, each training batch); ``workers`` decode images read
+    from files (``data.workers``). ``names`` are the config keys of ``epochs`` and ``lr``, used
+    in error messages.
 
     Raises:
         ConfigError: a value out of range (names the config key).
@@ -46,6 +48,7 @@ class FitSettings:
     names: tuple[str, str] = ("epochs", "lr")
     iterations: int | None = None
     augment: str = "none"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -143,6 +146,10 @@ def fit(
     ignored), else a fresh one is made from ``settings``. ``criterion(logits, yb, reduction=...)``
     replaces the cross-entropy (e.g. one that masks each image's logits to its task's units).
 
+    ``x[rows]`` gives the batch on the run's device (:mod:`pearl_cl.device`), where ``module`` is
+    moved too; labels are moved there a batch at a time. The forward pass and the loss run under
+    the run's autocast precision; with fp16 the loss is scaled (``torch.amp.GradScaler``).
+
     Under ``torchrun`` with N processes (:mod:`pearl_cl.learning.distributed`) every process draws the
     same global batches, trains on its N-th of each with gradients averaged by
     DistributedDataParallel, and ends with the same model on every process (process 0's
@@ -157,8 +164,10 @@ def fit(
         raise TrainingError(f"{desc}: no training images; check the benchmark's task split")
     processes = distributed.world_size()
     distributed.check_batch_size(settings.batch_size)
+    module.to(device.current())
     optimizer = optimizer or make_optimizer(params, settings)
     criterion = criterion or nn.functional.cross_entropy
+    scaler = device.grad_scaler()
     generator = torch.Generator().manual_seed(seed)
     step_forward = distributed.data_parallel(module, forward)
     min_last = 2 * processes if processes > 1 else 1  # at least two images per process in every batch
@@ -171,27 +180,34 @@ def fit(
         while steps < total:
             epoch += 1
             loss_sum, count = 0.0, 0.0
-            for rows in batch_rows(len(y), settings.batch_size, generator, min_last):
-                xb, yb = x[rows], y[rows]
+            row_batches = list(batch_rows(len(y), settings.batch_size, generator, min_last))
+            for rows, xb in zip(row_batches, image_batches(x, row_batches, settings.workers)):
+                yb = device.to_current(y[rows])
                 if settings.augment == "crop_flip":
                     xb = crop_flip(xb, generator)  # the whole global batch, so every process draws alike
                 if processes > 1:
                     xb, yb = xb[distributed.rank() :: processes], yb[distributed.rank() :: processes]
-                logits = step_forward(xb)
-                if processes == 1:
-                    loss = criterion(logits, yb)
-                else:  # averaged over processes, the global batch's mean loss (pearl_cl.learning.distributed)
-                    loss = criterion(logits, yb, reduction="sum") * (processes / len(rows))
-                if extra_loss is not None:
-                    loss = loss + extra_loss(xb, logits)
+                with device.autocast():
+                    logits = step_forward(xb)
+                    if processes == 1:
+                        loss = criterion(logits, yb)
+                    else:  # averaged over processes, the global batch's mean loss (pearl_cl.learning.distributed)
+                        loss = criterion(logits, yb, reduction="sum") * (processes / len(rows))
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(xb, logits)
                 finite = bool(torch.isfinite(loss))
                 if distributed.any_process(not finite):
                     what = f"loss became {loss.item()}" if not finite else "loss became NaN or infinite in another process"
                     raise TrainingError(f"{desc}: {what} at epoch {epoch}, step {steps + 1}; "
                                         f"lower {settings.names[1]} (now {settings.lr})")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 if after_step is not None:
                     after_step()
                 steps += 1
@@ -240,9 +256,12 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 @torch.no_grad()
 def count_correct(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                   batch_size: int = EVAL_BATCH) -> int:
-    """Number of rows of ``x`` ``(N, C, H, W)`` whose argmax logit equals ``y`` ``(N,)``; eval mode."""
-    module.eval()
+    """Number of rows of ``x`` ``(N, C, H, W)`` whose argmax logit equals ``y`` ``(N,)``; eval
+    mode, on the run's device and in its precision."""
+    module.eval().to(device.current())
     correct = 0
     for xb, yb in iterate_batches(x, y, batch_size):
-        correct += int((forward(xb).argmax(1) == yb).sum())
+        with device.autocast():
+            predicted = forward(xb).argmax(1)
+        correct += int((predicted.cpu() == yb).sum())
     return correct

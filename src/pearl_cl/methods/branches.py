@@ -20,7 +20,7 @@ from pearl_cl.learning.training import EVAL_BATCH, count_correct
 from pearl_cl.methods.learner import Learner
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.routers.base import Router, branch_outputs, get_router, route
-from pearl_cl.routers.statistics import TaskStatistics, reference_features, task_statistics
+from pearl_cl.routers.statistics import TaskStatistics, branch_logits, reference_features, task_statistics
 
 
 class TaskBranches(Learner):
@@ -70,7 +70,7 @@ class TaskBranches(Learner):
         classes, confidence = torch.empty(len(x), dtype=torch.long), torch.empty(len(x))
         for t in chosen.unique().tolist():
             idx = torch.nonzero(chosen == t).squeeze(1)
-            probs = torch.softmax(self.model(x[idx], names[t]), dim=1)
+            probs = torch.softmax(branch_logits(self.model, x[idx], names[t]), dim=1)
             confidence[idx], local = probs.max(dim=1)
             classes[idx] = torch.tensor(self.records[t].classes)[local]
         return classes, chosen, confidence

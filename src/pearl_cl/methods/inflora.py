@@ -135,7 +135,7 @@ def grown_basis(h: torch.Tensor, basis: torch.Tensor, threshold: float) -> torch
     needed = threshold * total - inside
     if needed <= 0:
         return basis
-    k = int(torch.searchsorted(torch.cumsum(s**2, 0), torch.tensor(needed, dtype=s.dtype)).item()) + 1
+    k = int(torch.searchsorted(torch.cumsum(s**2, 0), torch.tensor(needed, dtype=s.dtype, device=s.device)).item()) + 1
     q, _ = torch.linalg.qr(torch.cat([basis, u[:, : min(k, len(s))]], dim=1))
     return q
 
@@ -148,7 +148,7 @@ class LowRankUpdate(nn.Module):
     def __init__(self, down: torch.Tensor, out_features: int) -> None:
         super().__init__()
         self.register_buffer("down", down)
-        self.up = nn.Parameter(torch.zeros(out_features, down.shape[0], dtype=down.dtype))
+        self.up = nn.Parameter(torch.zeros(out_features, down.shape[0], dtype=down.dtype, device=down.device))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """``W + (B A)`` in ``W``'s shape."""

@@ -267,9 +267,10 @@ class Pearl(TaskBranches):
         for file in (directory / "peft" / task).iterdir():
             file.rename(directory / file.name)
         shutil.rmtree(directory / "peft")
-        save_file({k: v.contiguous() for k, v in reference_copy(self.model).state_dict().items()},
+        save_file({k: v.contiguous().cpu() for k, v in reference_copy(self.model).state_dict().items()},
                   str(directory / "backbone.safetensors"))
-        save_file({k: v.contiguous() for k, v in self.model.heads[task].state_dict().items()}, str(directory / "head.safetensors"))
+        save_file({k: v.contiguous().cpu() for k, v in self.model.heads[task].state_dict().items()},
+                  str(directory / "head.safetensors"))
         return {"adapter_name": task,
                 "load": "PeftModel.from_pretrained(build_backbone(name, image_shape, width) with backbone.safetensors "
                         "loaded, DIR, adapter_name=task); logits = head(features)"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.methods.branches import TaskBranches
@@ -70,7 +71,7 @@ class SeparateNetworks(TaskBranches):
     def _add(self, task: TaskData) -> tuple[nn.Module, nn.Linear]:
         """A fresh network and head for ``task`` (the first one is the reference branch)."""
         net = self.config.backbone.build(self.image_shape)
-        head = nn.Linear(net.feature_dim, len(task.classes))
+        head = nn.Linear(net.feature_dim, len(task.classes)).to(device.current())
         self.model.nets[task.name], self.model.heads[task.name] = net, head
         if not self.records:
             self.model.reference_task = task.name

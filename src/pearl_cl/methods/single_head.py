@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pearl_cl import device
 from pearl_cl.config import RunConfig
 from pearl_cl.data.benchmarks import TaskData
 from pearl_cl.data.pixels import NormalisedImages
@@ -52,7 +53,7 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, n_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, n_classes)
+        self.head = nn.Linear(backbone.feature_dim, n_classes).to(device.current())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` → ``(N, n_classes)`` logits."""
@@ -96,6 +97,13 @@ class SingleHead(Learner):
         """``(N, C, H, W)`` → ``(N, len(active))`` logits of the active units, in their order."""
         return self.net(x)[:, self._units()]
 
+    def unit_logits(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, len(units))`` logits of head units ``units``, computed on the
+        run's device in its precision (:mod:`pearl_cl.device`), returned on the CPU as float32."""
+        with device.autocast():
+            out = self.net(device.to_current(x))[:, units]
+        return out.float().cpu()
+
     def unit_targets(self, global_labels: torch.Tensor) -> torch.Tensor:
         """``(N,)`` global class ids → ``(N,)`` positions among the active units."""
         lookup = torch.full((self.net.head.out_features,), -1, dtype=torch.long)
@@ -112,7 +120,7 @@ class SingleHead(Learner):
         ``task-il`` each image's logits are masked to its own task's units first (so the other
         units' logits get a zero gradient)."""
         if self.per_task:
-            owner = self._owner()[self._units()]  # task of each active unit
+            owner = self._owner()[self._units()].to(targets.device)  # task of each active unit
             allowed = owner[None, :] == owner[targets][:, None]
             logits = logits.masked_fill(~allowed, float("-inf"))
         return nn.functional.cross_entropy(logits, targets, reduction=reduction)
@@ -227,7 +235,7 @@ class SingleHead(Learner):
             raise KeyError(f"task {task!r} was not learned; learned: {', '.join(self.task_classes)}")
         self.net.eval()
         units = torch.tensor(self.task_classes[task] if task is not None else self.active)
-        confidence, index = torch.softmax(self.net(x)[:, units], dim=1).max(dim=1)
+        confidence, index = torch.softmax(self.unit_logits(x, units), dim=1).max(dim=1)
         classes = units[index]
         return classes, self._owner()[classes], confidence
 
@@ -247,7 +255,7 @@ class SingleHead(Learner):
         and ``router`` are ignored: one head needs no router."""
         self.net.eval()
         units = self._units()
-        pred = torch.cat([units[self.active_logits(x[s : s + EVAL_BATCH]).argmax(1)] for s in range(0, len(x), EVAL_BATCH)])
+        pred = torch.cat([units[self.unit_logits(x[s : s + EVAL_BATCH], units).argmax(1)] for s in range(0, len(x), EVAL_BATCH)])
         return pred, self._owner()[pred]
 
     def evaluate(self, tasks: list[TaskData], router: str | None = None) -> list[TaskCounts]:

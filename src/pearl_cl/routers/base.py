@@ -15,7 +15,8 @@ import torch
 
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
-from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, joint_features, reference_features, _features
+from pearl_cl.routers.statistics import (TaskFeatures, TaskStatistics, branch_logits, joint_features,
+                                         reference_features, _features)
 
 
 class Router:
@@ -115,7 +116,7 @@ def branch_outputs(model, x: torch.Tensor, name: str, lookup: torch.Tensor, stat
     :attr:`~Router.uses_reference_features`."""
     is_reference = name == model.reference_task
     if ref_feats is not None and is_reference:
-        feats, logits = ref_feats, model.heads[name](ref_feats)
+        feats, logits = ref_feats, branch_logits(model, ref_feats, name, head_only=True)
     else:
         feats, logits = _features(model, x, name, len(x))
     preds = lookup[logits.argmax(dim=1)]
@@ -158,5 +159,5 @@ def route(model, x: torch.Tensor, tasks: list[str], classes: list[tuple[int, ...
     pred = torch.empty(len(x), dtype=torch.long)
     for t in chosen.unique().tolist():
         idx = torch.nonzero(chosen == t).squeeze(1)
-        pred[idx] = lookup[t][model(x[idx], tasks[t]).argmax(dim=1)]
+        pred[idx] = lookup[t][branch_logits(model, x[idx], tasks[t]).argmax(dim=1)]
     return pred, chosen

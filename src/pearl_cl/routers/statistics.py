@@ -8,6 +8,11 @@ branch (:class:`TaskFeatures`), and every registered router fits its own statist
 feature vector or a sample. Calibration (our design): a branch's raw scores on its own task's
 images differ in scale between branches, so each per-branch router's scores are standardised
 with the mean and standard deviation of that branch's scores on the task's own validation split.
+
+Devices (our design): the network runs on the run's device (:mod:`pearl_cl.device`) and its
+features and logits come back to the CPU as float32 (:func:`_features`, :func:`branch_logits`);
+the routers fit and score there, in float64 where they invert covariances (fp64 is slow on most
+GPUs, and the statistics are what was measured on the CPU).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pearl_cl import device
+from pearl_cl.data.pixels import NormalisedImages
 from pearl_cl.errors import ConfigError
 from pearl_cl.learning.training import EVAL_BATCH
 from pearl_cl.registry import ROUTERS
@@ -53,11 +60,13 @@ def score_mahalanobis(features: torch.Tensor, means: torch.Tensor, factor: torch
 def shrunk_covariance(scatter: torch.Tensor, count: int, shrinkage: float) -> torch.Tensor:
     """The covariance ``scatter / count`` shrunk towards a scaled identity:
     Σ = (1 − s)·S + s·(tr S / D)·I (our design, a fixed Ledoit–Wolf-style target), which keeps
-    Σ invertible when D exceeds the number of images. ``scatter`` is ``(D, D)``, float64."""
+    Σ invertible when D exceeds the number of images. ``scatter`` is ``(D, D)``, float64. One
+    ``(D, D)`` result and no other: for the random features (D = 2,000) each copy is 32 MB."""
     cov = scatter / max(count, 1)
     d = cov.shape[0]
-    target = torch.eye(d, dtype=cov.dtype) * (torch.trace(cov) / d).clamp_min(1e-12)
-    return (1 - shrinkage) * cov + shrinkage * target
+    level = float((torch.trace(cov) / d).clamp_min(1e-12))
+    cov.mul_(1 - shrinkage).diagonal().add_(shrinkage * level)
+    return cov
 
 
 def shrunk_precision(scatter: torch.Tensor, count: int, shrinkage: float) -> torch.Tensor:
@@ -84,7 +93,7 @@ class TaskFeatures:
         joint: ``(N, D + D_ref)`` the sample's features through the task's branch joined with the
             reference branch's (:func:`joint_features`).
         reference: ``(N, D_ref)`` the sample's features through the reference branch.
-        inputs: ``(N_all, C·H·W)`` every training image, flattened (no network pass needed).
+        inputs: ``(N_all, C, H, W)`` every training image (indexed a batch at a time; no network pass).
         input_labels: ``(N_all,)`` their local labels.
         val_logits: ``(N_val, K)`` the task's head on its validation images (for calibration).
         val_branch: ``(N_val, D)`` their features through the task's branch.
@@ -144,9 +153,10 @@ class TaskStatistics:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> TaskStatistics:
-        """Inverse of :meth:`to_tensors` (keys outside ``router.*`` are ignored). Files of pearl-cl
+        """Inverse of :meth:`to_tensors`, on the CPU (keys outside ``router.*`` are ignored). Files of pearl-cl
         0.1 and 0.2 keep one set of tensors (``router.means``, ``router.ref_scatter``, …) and 0.1 one
         ``(R, 2)`` calibration tensor; each router's ``from_legacy`` and ``legacy_row`` read them."""
+        tensors = {k: v.cpu() for k, v in tensors.items() if k.startswith("router.")}
         calibration = {k.removeprefix("router.calibration."): v for k, v in tensors.items()
                        if k.startswith("router.calibration.")}
         if "router.calibration" in tensors:
@@ -180,13 +190,26 @@ def joint_features(features: torch.Tensor, ref_features: torch.Tensor, is_refere
 
 
 def _features(model, x: torch.Tensor, task: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, D)`` features and ``(N, K)`` logits of task ``task``'s branch, in batches, eval mode."""
+    """``(N, D)`` features and ``(N, K)`` logits of task ``task``'s branch, in batches, eval mode,
+    computed on the run's device in its precision, returned on the CPU as float32."""
     feats, logits = [], []
     for start in range(0, len(x), batch_size):
-        f = model.features(x[start : start + batch_size], task)
-        feats.append(f)
-        logits.append(model.heads[task](f))
+        with device.autocast():
+            f = model.features(device.to_current(x[start : start + batch_size]), task)
+            out = model.heads[task](f)
+        feats.append(f.float().cpu())
+        logits.append(out.float().cpu())
     return torch.cat(feats), torch.cat(logits)
+
+
+def branch_logits(model, x: torch.Tensor, task: str, head_only: bool = False) -> torch.Tensor:
+    """``(N, K)`` logits of task ``task``'s branch and head for images ``x`` ``(N, C, H, W)``, or
+    with ``head_only`` of its head for ``(N, D)`` features; computed on the run's device in its
+    precision, returned on the CPU as float32."""
+    with device.autocast():
+        inputs = device.to_current(x)
+        out = model.heads[task](inputs) if head_only else model(inputs, task)
+    return out.float().cpu()
 
 
 def statistics_sample(n: int, sample: int | None) -> torch.Tensor:
@@ -219,10 +242,9 @@ def task_features(model, task: str, n_classes: int, train_x: torch.Tensor, train
     if int(counts.min()) < 2:
         raise ConfigError(f"routing.sample={sample} leaves class {int(counts.argmin())} of task {task} with "
                           f"{int(counts.min())} image(s) for the router statistics; raise routing.sample or set it to null (all)")
-    feats, logits, ref_feats, branch = joint(train_x[idx])
+    feats, logits, ref_feats, branch = joint(train_x.take(idx) if isinstance(train_x, NormalisedImages) else train_x[idx])
     val_feats, val_logits, _, val_branch = joint(val_x) if len(val_x) else (feats, logits, ref_feats, branch)
-    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x[:].flatten(1), train_y, val_logits, val_branch,
-                        val_feats)
+    return TaskFeatures(train_y[idx], n_classes, feats, ref_feats, train_x, train_y, val_logits, val_branch, val_feats)
 
 
 def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
@@ -241,8 +263,7 @@ def task_statistics(model, task: str, n_classes: int, train_x: torch.Tensor, tra
         return stats
     if all(not r.per_branch and not r.needs_network for r in routers):
         empty = torch.empty(0)
-        data = TaskFeatures(torch.empty(0, dtype=torch.long), n_classes, empty, empty, train_x[:].flatten(1), train_y,
-                            empty, empty, empty)
+        data = TaskFeatures(torch.empty(0, dtype=torch.long), n_classes, empty, empty, train_x, train_y, empty, empty, empty)
     else:
         data = task_features(model, task, n_classes, train_x, train_y, val_x, routing.sample, batch_size)
     for router in routers:
