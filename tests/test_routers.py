@@ -16,7 +16,8 @@ from pearl_cl.config import RoutingConfig, validate
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import get_router, route
-from pearl_cl.routers.statistics import class_statistics, statistics_sample, task_features, task_statistics
+from pearl_cl.routers.statistics import (class_statistics, statistics_sample, streamed_class_statistics, task_features,
+                                         task_statistics)
 
 from conftest import small_config
 
@@ -156,6 +157,15 @@ def test_statistics_of_every_image_equal_those_of_a_separate_pass():
     assert torch.equal(data.labels, y) and torch.equal(data.joint, torch.cat([x, x], dim=1))
     assert torch.allclose(kept["means"], means[:, :3], atol=1e-12)
     assert torch.allclose(kept["scatter"], scatter[:3, :3], atol=1e-9)
+
+
+def test_class_statistics_streamed_in_batches_equal_those_of_all_features_at_once():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(900, 40, generator=g, dtype=torch.float64) + 3.0, torch.randint(0, 4, (900,), generator=g)
+    means, scatter = class_statistics(x, y, 4)
+    streamed = streamed_class_statistics(((x[s : s + 128], y[s : s + 128]) for s in range(0, 900, 128)), 4)
+    assert torch.allclose(streamed[0], means, rtol=0, atol=1e-12)
+    assert torch.allclose(streamed[1], scatter, rtol=1e-10, atol=1e-10) and not torch.allclose(scatter, x.T @ x)
 
 
 def test_statistics_of_a_sample_are_within_their_standard_error():

@@ -84,6 +84,9 @@ def use(device: torch.device, precision: str = "fp32") -> Iterator[None]:
         ConfigError: see :func:`check_precision`.
     """
     check_precision(precision, device)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (PyTorch's reproducibility notes)
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device
     before = dict(_current)
     _current.update(device=device, precision=precision)
     try:

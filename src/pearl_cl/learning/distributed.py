@@ -1,6 +1,7 @@
 """Data-parallel runs under ``torchrun``: N processes, PyTorch's DistributedDataParallel (our
-design, on ``torch.distributed``). The training loop runs on the CPU for now; the process group
-already uses NCCL for any CUDA tensor.
+design, on ``torch.distributed``). Each process trains on its own device (``train.device``;
+on CUDA the GPU of its ``LOCAL_RANK``, :func:`pearl_cl.device.resolve`); the process group
+uses NCCL for CUDA tensors and gloo for CPU tensors.
 
 ``pearl-cl run`` started by ``torchrun --nproc_per_node=N`` (which sets ``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT``) joins one process group: gloo for CPU tensors, NCCL for CUDA

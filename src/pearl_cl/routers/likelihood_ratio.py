@@ -19,14 +19,14 @@ needed. Per task it keeps ``K × M`` class means and an ``M × M`` scatter matri
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from pearl_cl.errors import ConfigError
 from pearl_cl.registry import ROUTERS
 from pearl_cl.routers.base import Router
-from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, class_statistics, shrunk_covariance
+from pearl_cl.routers.statistics import TaskFeatures, TaskStatistics, shrunk_covariance, streamed_class_statistics
 
 SEED = 0
 """Seed of the random projection (the same for every run, so saved statistics stay readable)."""
@@ -48,16 +48,21 @@ def projection(d: int, width: int, where: torch.device) -> torch.Tensor:
     return _projection[key]
 
 
-def random_features(images, width: int, batch_size: int = 512) -> torch.Tensor:
-    """``(N, width)`` float64 features ReLU(x·W), on the CPU, of ``(N, C, H, W)`` images (a tensor,
-    or :class:`~pearl_cl.data.pixels.NormalisedImages` read a batch at a time) or ``(N, d)``
-    vectors, flattened to x of length d = C·H·W; W is :func:`projection` (the same for every
-    call; the product runs on the images' device)."""
+def random_feature_batches(images, width: int, batch_size: int = 512) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, h)`` for each batch of ``batch_size`` images: h ``(B, width)`` float64 features
+    ReLU(x·W), on the CPU, of the rows of ``(N, C, H, W)`` images (a tensor, or
+    :class:`~pearl_cl.data.pixels.NormalisedImages` read a batch at a time) or ``(N, d)`` vectors,
+    flattened to x of length d = C·H·W; W is :func:`projection` (the same for every call; the
+    product runs on the images' device)."""
     d = math.prod(images.shape[1:])
-    parts = []
     for s in range(0, len(images), batch_size):
         x = images[s : s + batch_size].flatten(1).float()
-        parts.append(torch.relu(x @ projection(d, width, x.device)).double().cpu())
+        yield slice(s, s + len(x)), torch.relu(x @ projection(d, width, x.device)).double().cpu()
+
+
+def random_features(images, width: int) -> torch.Tensor:
+    """``(N, width)``: every batch of :func:`random_feature_batches`, one after another."""
+    parts = [h for _, h in random_feature_batches(images, width)]
     return torch.cat(parts) if parts else torch.zeros(0, width, dtype=torch.float64)
 
 
@@ -116,10 +121,11 @@ class LikelihoodRatio(Router):
 
     def fit(self, data: TaskFeatures, routing) -> dict[str, torch.Tensor]:
         """``means`` ``(K, M)``, within-class ``scatter`` ``(M, M)`` (float32) and ``count``
-        ``(1,)`` of every training image's random features (no network pass)."""
-        h = random_features(data.inputs, routing.random_features)
-        means, scatter = class_statistics(h, data.input_labels, data.n_classes)
-        return {"means": means.float(), "scatter": scatter.float(), "count": torch.tensor([len(h)])}
+        ``(1,)`` of every training image's random features (no network pass; one batch of
+        features held at a time, so the memory does not grow with the task's images)."""
+        batches = ((h, data.input_labels[rows]) for rows, h in random_feature_batches(data.inputs, routing.random_features))
+        means, scatter = streamed_class_statistics(batches, data.n_classes)
+        return {"means": means.float(), "scatter": scatter.float(), "count": torch.tensor([len(data.input_labels)])}
 
     def choose(self, x: torch.Tensor, ref_features: Callable[[], torch.Tensor], stats: list[TaskStatistics],
                routing, true_task: torch.Tensor | None) -> torch.Tensor:

@@ -18,6 +18,7 @@ GPUs, and the statistics are what was measured on the CPU).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
@@ -81,6 +82,26 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor, n_classes: in
     means = torch.stack([features[labels == k].mean(dim=0) for k in range(n_classes)])
     centred = features - means[labels]
     return means, centred.T @ centred
+
+
+def streamed_class_statistics(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_classes: int
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`class_statistics` of features that arrive in ``(B, D)`` batches with their ``(B,)``
+    labels, holding one batch at a time: per-class sums and Σ x·xᵀ are summed in float64 and the
+    within-class scatter is Σ x·xᵀ − Σ_k n_k·μ_k·μ_kᵀ (the same numbers as centring first, up to
+    float64 rounding). Every class needs at least one feature vector."""
+    sums = second = None
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for features, labels in batches:
+        features = features.double()
+        if sums is None:
+            sums = features.new_zeros(n_classes, features.shape[1])
+            second = features.new_zeros(features.shape[1], features.shape[1])
+        sums.index_add_(0, labels, features)
+        second.addmm_(features.T, features)
+        counts += torch.bincount(labels, minlength=n_classes).double()
+    means = sums / counts[:, None]
+    return means, second - sums.T @ means
 
 
 @dataclass
