@@ -43,8 +43,8 @@ def _throughput(where: str) -> tuple[float, float]:
     settings = config.fit_settings("train.epochs", "train.lr")
     with device.use(device.resolve(where)):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(config.backbone.build((1, 28, 28)), torch.nn.LazyLinear(len(task.classes)))
-        net(task.train_x[:2])
+        backbone = config.backbone.build((1, 28, 28))
+        net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, len(task.classes)))
         fit(net, net, net.parameters(), task.train_x, task.train_y, settings, seed=0)  # warm-up
         sync = torch.cuda.synchronize if where.startswith("cuda") else (lambda: None)
         sync()

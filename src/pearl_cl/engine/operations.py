@@ -15,7 +15,8 @@ from pearl_cl.engine.engine import RunResult, RunState, learn_tasks
 from pearl_cl.engine.loggers import keep_steps
 from pearl_cl.engine.outputs import MACHINE_KEYS, write_outputs
 from pearl_cl.engine.progress import PROGRESS
-from pearl_cl.engine.restore import checked_overrides, load_learner, open_run
+from pearl_cl.engine.lock import writing
+from pearl_cl.engine.restore import OpenRun, checked_overrides, load_learner, open_run
 from pearl_cl.data.benchmarks import describe
 from pearl_cl.engine.runner import (DATA_RECORD, OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic,
                                     fresh_progress, placed)
@@ -31,12 +32,19 @@ def resume(directory: str | Path, overrides: list[str] | None = None, on_task: O
     ``data.root``, ``data.download``, ``backbone.pretrained`` and ``guard.*``.
 
     Raises:
-        PearlError: not a run directory, a missing or corrupt file, or ``overrides`` that change
-            the run (names the keys).
+        PearlError: not a run directory, a missing or corrupt file, ``overrides`` that change
+            the run (names the keys), or another process writing it (:mod:`pearl_cl.engine.lock`).
         TrainingError: as :func:`~pearl_cl.engine.runner.run`.
     """
     distributed.initialise()
-    opened = open_run(directory)
+    root = open_run(directory).store.root  # a clear error for a directory that is not a run, before any lock
+    with writing(root, distributed.is_main()):
+        opened = open_run(directory)  # read again under the lock: another writer may have gone on
+        return _resume(opened, overrides, on_task)
+
+
+def _resume(opened: OpenRun, overrides: list[str] | None, on_task: OnTask | None) -> RunResult:
+    """:func:`resume` of the opened run, its write lock held."""
     config = opened.config
     if overrides:
         config = absolute_checkpoint(checked_overrides(opened, overrides))
@@ -57,10 +65,16 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
     :func:`resume` continues from there.
 
     Raises:
-        PearlError: not a run directory, a missing or corrupt file, or ``to_task`` outside
-            ``[1, tasks learned − 1]``.
+        PearlError: not a run directory, a missing or corrupt file, ``to_task`` outside
+            ``[1, tasks learned − 1]``, or another process writing it.
     """
-    opened = open_run(directory)
+    root = open_run(directory).store.root
+    with writing(root):
+        return _rollback(open_run(directory), to_task)
+
+
+def _rollback(opened: OpenRun, to_task: int) -> RunResult:
+    """:func:`rollback` of the opened run, its write lock held."""
     learned = opened.progress.learned if opened.progress else 0
     if learned < 2:
         raise PearlError(f"{opened.store.root} has {learned} task(s) learned: nothing to roll back")

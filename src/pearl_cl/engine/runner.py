@@ -32,6 +32,7 @@ from pearl_cl.data.benchmarks import (BENCHMARK_FILE_SUFFIXES, Benchmark, benchm
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import Hook, RunResult, RunState, learn_tasks
 from pearl_cl.engine.hooks import Checkpoint, Evaluate, TaskCallback
+from pearl_cl.engine.lock import LOCK, OWNER, writing
 from pearl_cl.engine.loggers import StepCSV, TensorBoard
 from pearl_cl.engine.progress import Progress
 from pearl_cl.engine.restore import BENCHMARK_COPY, OpenRun
@@ -126,6 +127,15 @@ def placed(config: RunConfig) -> Iterator[None]:
         yield
 
 
+def check_new(directory: Path) -> None:
+    """Raise :class:`PearlError` unless ``directory`` is missing or holds nothing but a write
+    lock (:mod:`pearl_cl.engine.lock`)."""
+    if directory.exists() and (not directory.is_dir() or any(p.name not in (LOCK, OWNER) for p in directory.iterdir())):
+        what = "is a file" if not directory.is_dir() else "already exists and is not empty"
+        raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
+                         f"or continue it with pearl-cl run --resume {directory}")
+
+
 def default_hooks(config: RunConfig, directory: Path, on_task: OnTask | None) -> list[Hook]:
     """The hooks of every run, in order: evaluation, ``steps.csv``, TensorBoard (with
     ``logging.tensorboard``), the checkpoint (whose ``progress.json`` commits the task, so it
@@ -150,7 +160,8 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
     Raises:
         ConfigError: invalid config (before anything is loaded or written).
         DataError: the benchmark's dataset cannot be found.
-        PearlError: the run directory exists and is not empty, or cannot be written.
+        PearlError: the run directory exists and is not empty, cannot be written, or another
+            process is writing it (:mod:`pearl_cl.engine.lock`).
         TrainingError: a task failed its guard (NaN or infinite loss, validation accuracy under
             ``guard.min_val_accuracy``) and its retry, if any; it was rolled back and the run
             directory holds the tasks before it, ready for
@@ -164,17 +175,19 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
         peak = metrics.reset_peak_rss()
         bench = benchmark_for(config)
         directory = distributed.broadcast_object(Path(config.out) if config.out else default_run_dir(config))
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            what = "is a file" if not directory.is_dir() else "already exists and is not empty"
-            raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
-                             f"or continue it with pearl-cl run --resume {directory}")
+        check_new(directory)
         config = dataclasses.replace(config, out=str(directory))
         learner = METHODS.get(config.method)(config, bench.image_shape, bench.n_classes)  # may reject the checkpoint
         distributed.barrier()  # every process has checked the directory before process 0 creates it
-        store = open_store(directory, writer=distributed.is_main())
-        if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
-            store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
-        store.write_text("config.yaml", save_config(config))
-        store.write_json(DATA_RECORD, describe(bench))
-        state = RunState(config, bench, store, learner, fresh_progress(bench), peak)
-        return learn_tasks(state, default_hooks(config, directory, on_task))
+        if distributed.is_main():
+            directory.mkdir(parents=True, exist_ok=True)
+        with writing(directory, distributed.is_main()):
+            if distributed.is_main():
+                check_new(directory)  # again, now that no other writer can start: two runs may have raced to it
+            store = open_store(directory, writer=distributed.is_main())
+            if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
+                store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
+            store.write_text("config.yaml", save_config(config))
+            store.write_json(DATA_RECORD, describe(bench))
+            state = RunState(config, bench, store, learner, fresh_progress(bench), peak)
+            return learn_tasks(state, default_hooks(config, directory, on_task))

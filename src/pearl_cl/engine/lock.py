@@ -1,0 +1,51 @@
+"""One writer per run directory (our design, on the ``filelock`` library's OS file locks).
+
+``run``, ``resume`` and ``rollback`` hold an exclusive lock on ``<run>/.pearl-cl.lock`` while they
+write the directory; a second writer fails at once with an error naming the holder's process and
+host (``<run>/.pearl-cl.lock.owner``, written by the holder). The lock is the operating system's
+(``flock``), so it ends with its process: a lock left by a process that was killed is free, and
+the next writer takes it over. Neither file enters the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pearl_cl.errors import PearlError
+
+LOCK = ".pearl-cl.lock"
+OWNER = ".pearl-cl.lock.owner"
+
+
+@contextmanager
+def writing(directory: Path, writer: bool = True) -> Iterator[None]:
+    """Hold the write lock of the existing run directory ``directory`` inside the block;
+    a process that does not write (``writer`` False: the other processes under torchrun) takes none.
+
+    Raises:
+        PearlError: another live process holds the lock (names its PID and host).
+    """
+    if not writer:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(directory / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = (directory / OWNER).read_text().strip()
+        except OSError:
+            holder = "another process"
+        raise PearlError(f"{directory} is being written by {holder or 'another process'}; wait until it ends "
+                         f"(a killed process frees the lock by itself), or write to another directory") from None
+    try:
+        (directory / OWNER).write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
+        yield
+    finally:
+        lock.release()
