@@ -179,12 +179,10 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
         config = dataclasses.replace(config, out=str(directory))
         learner = METHODS.get(config.method)(config, bench.image_shape, bench.n_classes)  # may reject the checkpoint
         distributed.barrier()  # every process has checked the directory before process 0 creates it
-        if distributed.is_main():
-            directory.mkdir(parents=True, exist_ok=True)
+        store = open_store(directory, writer=distributed.is_main())  # process 0 creates the directory
         with writing(directory, distributed.is_main()):
             if distributed.is_main():
                 check_new(directory)  # again, now that no other writer can start: two runs may have raced to it
-            store = open_store(directory, writer=distributed.is_main())
             if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
                 store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
             store.write_text("config.yaml", save_config(config))
