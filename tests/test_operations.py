@@ -190,7 +190,7 @@ def test_flipped_bytes_in_an_adapter_file_fail_the_checksum(finished, tmp_path, 
     path.write_bytes(bytes(data))
     np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.uint8))
     assert cli.main(["predict", str(copy), str(tmp_path / "x.npy")]) == 2
-    assert f"{path} is corrupt: its SHA-256 does not match manifest.json" in capsys.readouterr().err
+    assert f"{path} is corrupt, or its entry in manifest.json is: their SHA-256 differ" in capsys.readouterr().err
     assert cli.main(["inspect", str(copy)]) == 1  # a health check fails
     assert "CORRUPT OR MISSING: tasks/task3.safetensors" in capsys.readouterr().out
     with pytest.raises(PearlError, match="is corrupt"):
@@ -205,7 +205,7 @@ def test_flipped_bytes_in_an_adapter_file_fail_the_checksum(finished, tmp_path, 
     (lambda p: _png(p / "big.png", np.zeros((32, 32), dtype=np.uint8)), "is 32x32 pixels; this run's benchmark takes 28x28: resize"),
     (lambda p: (np.save(p / "f.npy", np.full((28, 28), 3.0)), p / "f.npy")[1], "outside [0, 1]; give uint8"),
     (lambda p: (p / "x.gif").write_bytes(b"GIF89a") and p / "x.gif", "unknown image format '.gif'"),
-    (lambda p: (p / "broken.png").write_bytes(b"not a png") and p / "broken.png", "cannot use the image"),
+    (lambda p: (p / "broken.png").write_bytes(b"not a png") and p / "broken.png", "cannot read image"),
     (lambda p: p / "missing.png", "missing.png: no such file"),
     (lambda p: (np.save(p / "i.npy", np.zeros((28, 28), dtype=np.int64)), p / "i.npy")[1], "dtype int64; give uint8"),
     (lambda p: _png(p / "la.png", np.zeros((28, 28, 2), dtype=np.uint8)), "its mode is LA; save it as 8-bit grayscale"),
@@ -294,8 +294,10 @@ def test_a_stop_between_progress_and_manifest_is_repaired_on_resume(finished, tm
     shutil.copytree(finished.directory, copy)
     rollback(copy, 3)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"]["progress.json"]["sha256"] = "0" * 64  # as if stopped right after progress.json's rename
+    entry = manifest["files"]["progress.json"]
+    entry["next"], entry["sha256"] = entry["sha256"], "0" * 64  # as if stopped right after progress.json's rename
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert open_run(copy).progress.learned == 3  # the announced digest reads as intact
     (copy / "metrics.json").write_text("{")  # and a derived file half-written by something else
     resume(copy)
     assert _matrices(copy) == _matrices(finished.directory)
@@ -307,8 +309,8 @@ def test_a_corrupt_progress_or_manifest_is_named(finished, tmp_path, capsys):
     shutil.copytree(finished.directory, copy)
     progress = copy / "progress.json"
     progress.write_text(progress.read_text().replace('"tasks_learned": 5', '"tasks_learned": 4'))
-    assert cli.main(["run", "--resume", str(copy)]) == 2
-    assert f"{progress} is corrupt or not a progress file" in capsys.readouterr().err
+    assert cli.main(["run", "--resume", str(copy)]) == 2  # still JSON, but not what the manifest lists
+    assert f"{progress} is corrupt, or its entry in manifest.json is" in capsys.readouterr().err
     (copy / "manifest.json").write_text("[]")
     assert cli.main(["inspect", str(copy)]) == 2
     assert "manifest.json is unreadable or not a manifest" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pearl_cl.data.benchmarks import normalise
+from pearl_cl.data.files import opened_image
 from pearl_cl.errors import DataError, PearlError
 from pearl_cl.engine.restore import load_learner, open_run
 from pearl_cl.engine.runner import run_benchmark
@@ -35,18 +36,17 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
         raise DataError(f"{path}: no such file")
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: unknown image format {suffix or '(no suffix)'!r}; give PNG, JPEG or .npy files")
-    try:
-        if suffix == ".npy":
+    if suffix == ".npy":
+        try:
             image = _from_array(np.load(path, allow_pickle=False))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as opened:
-                if opened.mode not in ("L", "RGB", "RGBA"):
-                    raise ValueError(f"its mode is {opened.mode}; save it as 8-bit grayscale (L) or RGB")
-                image = _from_array(np.asarray(opened))
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot use the image: {exc}") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: cannot use the image: {exc}") from exc
+    else:
+        with opened_image(path, "give a PNG or JPEG of the benchmark's size, or a .npy array") as opened:
+            if opened.mode not in ("L", "RGB", "RGBA"):
+                raise DataError(f"{path}: cannot use the image: its mode is {opened.mode}; save it as 8-bit "
+                                f"grayscale (L) or RGB")
+            image = _from_array(np.asarray(opened))
     c, h, w = shape
     if image.shape[0] != c:
         kind = "grayscale" if c == 1 else f"{c}-channel"

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pearl_cl.data.images import ImageSet
+from pearl_cl.data import unpickle
 from pearl_cl.errors import DataError
 
 FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
@@ -41,8 +41,8 @@ def _package_dir() -> Path | None:
 def _read_pickle(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as handle:
-            return np.asarray(pickle.load(handle))
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+            return np.asarray(unpickle.load(handle))
+    except unpickle.LOAD_ERRORS as exc:
         raise DataError(f"{path} is not a gzipped pickle of an array ({exc}); reinstall it: "
                         f"pip install --no-deps --force-reinstall animal-mnist") from exc
 

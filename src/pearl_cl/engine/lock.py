@@ -4,7 +4,8 @@
 write the directory; a second writer fails at once with an error naming the holder's process and
 host (``<run>/.pearl-cl.lock.owner``, written by the holder). The lock is the operating system's
 (``flock``), so it ends with its process: a lock left by a process that was killed is free, and
-the next writer takes it over. Neither file enters the manifest.
+the next writer takes it over. Neither file enters the manifest. Taking the lock deletes the
+temporary files a killed writer left (:func:`~pearl_cl.engine.store.remove_temporaries`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pearl_cl.engine.store import remove_temporaries, write_failure
 from pearl_cl.errors import PearlError
 
 LOCK = ".pearl-cl.lock"
@@ -27,7 +29,8 @@ def writing(directory: Path, writer: bool = True) -> Iterator[None]:
     a process that does not write (``writer`` False: the other processes under torchrun) takes none.
 
     Raises:
-        PearlError: another live process holds the lock (names its PID and host).
+        PearlError: another live process holds the lock (names its PID and host), or the
+            directory cannot be written (:func:`~pearl_cl.engine.store.write_failure`).
     """
     if not writer:
         yield
@@ -44,8 +47,14 @@ def writing(directory: Path, writer: bool = True) -> Iterator[None]:
             holder = "another process"
         raise PearlError(f"{directory} is being written by {holder or 'another process'}; wait until it ends "
                          f"(a killed process frees the lock by itself), or write to another directory") from None
+    except OSError as exc:
+        raise write_failure(directory / LOCK, exc, directory) from exc
     try:
-        (directory / OWNER).write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
+        try:
+            (directory / OWNER).write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
+        except OSError as exc:
+            raise write_failure(directory / OWNER, exc, directory) from exc
+        remove_temporaries(directory)
         yield
     finally:
         lock.release()

@@ -15,6 +15,7 @@ from pearl_cl.engine.engine import RunResult, RunState, learn_tasks
 from pearl_cl.engine.loggers import keep_steps
 from pearl_cl.engine.outputs import MACHINE_KEYS, write_outputs
 from pearl_cl.engine.progress import PROGRESS
+from pearl_cl.engine.store import MANIFEST, ReplicaStore
 from pearl_cl.engine.lock import writing
 from pearl_cl.engine.restore import OpenRun, checked_overrides, load_learner, open_run
 from pearl_cl.data.benchmarks import describe
@@ -104,6 +105,15 @@ def _kept_peak(root: Path) -> dict[str, Any] | bool:
         return False
 
 
+def _failing_files(root: Path) -> list[str]:
+    """The files of ``root``'s manifest that are missing or fail their checksum (read only); none
+    when the manifest itself cannot be read."""
+    try:
+        return ReplicaStore(root).verify()
+    except PearlError:
+        return []
+
+
 def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
     """The saved run in ``directory`` as a :class:`~pearl_cl.engine.engine.RunResult` (from
     ``progress.json`` and ``metrics.json``, no data loaded, no model built), and the files that
@@ -111,9 +121,16 @@ def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
 
     Raises:
         PearlError: not a run directory, no task learned yet, ``config.yaml`` or
-            ``progress.json`` corrupt, or ``metrics.json`` unreadable.
+            ``progress.json`` corrupt (the message lists every file that fails its checksum), or
+            ``metrics.json`` unreadable.
     """
-    opened = open_run(directory)
+    try:
+        opened = open_run(directory)
+    except PearlError as exc:
+        bad = _failing_files(Path(directory))
+        if not bad:
+            raise
+        raise PearlError(f"{exc}. Files that fail {MANIFEST}: {', '.join(bad)}") from exc
     if opened.progress is None or not opened.progress.learned:
         raise PearlError(f"{directory} has no task learned yet")
     try:

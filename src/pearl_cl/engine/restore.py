@@ -22,7 +22,7 @@ from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.registry import METHODS
 from pearl_cl.engine.progress import PROGRESS, Progress
-from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
+from pearl_cl.engine.store import MANIFEST, RunStore, open_store
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
@@ -78,13 +78,12 @@ def open_run(directory: str | Path) -> OpenRun:
     progress = None
     path = root / PROGRESS
     if path.is_file():
+        data = store.read_verified(PROGRESS)
         try:
-            progress = Progress.from_json(json.loads(path.read_bytes()))
+            progress = Progress.from_json(json.loads(data))
         except (KeyError, TypeError, ValueError) as exc:
             raise PearlError(f"{path} is corrupt or not a progress file written by pearl-cl ({exc}); roll back with "
                              f"an intact copy, or start a new run") from exc
-        if PROGRESS not in store.files or store.files[PROGRESS]["sha256"] != sha256(path.read_bytes()):
-            store.record(PROGRESS)  # stopped between its rename and the manifest update: the file is intact
     return OpenRun(store, config, progress)
 
 

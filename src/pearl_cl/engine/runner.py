@@ -131,8 +131,9 @@ def check_new(directory: Path) -> None:
     """Raise :class:`PearlError` unless ``directory`` is missing or holds nothing but a write
     lock (:mod:`pearl_cl.engine.lock`)."""
     if directory.exists() and (not directory.is_dir() or any(p.name not in (LOCK, OWNER) for p in directory.iterdir())):
-        what = "is a file" if not directory.is_dir() else "already exists and is not empty"
-        raise PearlError(f"run directory {directory} {what}; choose a new one with --out DIR, "
+        if not directory.is_dir():
+            raise PearlError(f"--out {directory} is a file, not a directory; choose a new run directory with --out DIR")
+        raise PearlError(f"run directory {directory} already exists and is not empty; choose a new one with --out DIR, "
                          f"or continue it with pearl-cl run --resume {directory}")
 
 

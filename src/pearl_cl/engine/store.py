@@ -3,18 +3,22 @@
 Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
 its final name, so a reader never sees a half-written file. ``manifest.json`` (itself written
 the same way) lists every file with its size in bytes and SHA-256 digest; :meth:`RunStore.verify`
-checks them.
+checks them. Before a file is renamed into place, the manifest records the new file's digest as
+the entry's ``next``; after, the entry holds the new digest alone. A process killed between the
+two leaves a file that matches one of the two digests its entry lists, and it reads as intact;
+any other content is corrupt.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 import torch
@@ -24,6 +28,7 @@ from safetensors.torch import save as save_safetensors
 from pearl_cl.errors import PearlError
 
 MANIFEST = "manifest.json"
+TEMPORARY = ".*.tmp"  # the names atomic_write_bytes gives its temporary files
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -49,6 +54,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def write_failure(path: Path, exc: OSError, root: Path) -> PearlError:
+    """The error to raise when writing ``path`` in the run directory ``root`` failed with ``exc``:
+    a full disk (ENOSPC, EDQUOT) names the free space to make, an I/O error (EIO) the disk, any
+    other the permissions. Every message says that the files written before are intact and how
+    to go on. Our design."""
+    again = (f"then run the command again (pearl-cl run --resume {root} continues a run after its last finished "
+             f"task; the files written before are intact)")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PearlError(f"no space left on the disk of {root} while writing {path.name}: free space there "
+                          f"(at least {_MEGABYTES_TO_FREE} MB), {again}")
+    if exc.errno == errno.EIO:
+        return PearlError(f"the disk of {root} reported an I/O error while writing {path.name}: check the disk "
+                          f"(dmesg, fsck), {again}")
+    return PearlError(f"cannot write {path}: {exc.strerror or exc}; check that {root} is writable or choose --out DIR")
+
+
+_MEGABYTES_TO_FREE = 100  # a task's files are a few MB; a round figure the user can act on
+
+
+def remove_temporaries(root: Path) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write_bytes` left under ``root``
+    (a process killed between creating one and renaming it); returns what was deleted. Call it
+    only while holding the run's write lock (:mod:`pearl_cl.engine.lock`)."""
+    found = sorted(p for p in root.rglob(TEMPORARY) if p.is_file())
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def sha256(data: bytes) -> str:
     """Hex SHA-256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -64,10 +98,23 @@ def read_manifest(root: Path) -> dict[str, dict[str, Any]]:
     if not manifest.exists():
         return {}
     try:
-        return dict(json.loads(manifest.read_text())["files"])
+        files = dict(json.loads(manifest.read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PearlError(f"{manifest} is unreadable or not a manifest ({exc}); the run directory's checksums "
                          f"are lost: restore the file from a backup or start a new run") from exc
+    outside = [name for name in files if not _inside(name)]
+    if outside:
+        raise PearlError(f"{manifest} lists {outside[0]!r}, a path outside the run directory; the manifest was edited "
+                         f"or damaged: restore it from a backup")
+    return files
+
+
+def _inside(relative: Any) -> bool:
+    """Whether ``relative`` names a file inside a run directory: a relative POSIX path without ``..``."""
+    if not isinstance(relative, str) or not relative or "\\" in relative:
+        return False
+    path = PurePosixPath(relative)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 class RunStore:
@@ -92,11 +139,14 @@ class RunStore:
             PearlError: the file or the manifest cannot be written (names the path and the fix).
         """
         path = self.root / relative
+        digest = sha256(data)
+        self.files[relative] = {**self.files.get(relative, {}), "next": digest}  # announced before the rename
+        self._write_manifest()
         try:
             self._put(path, data)
         except OSError as exc:
-            raise PearlError(f"cannot write {path}: {exc.strerror}; check that {self.root} is writable or choose --out DIR") from exc
-        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+            raise write_failure(path, exc, self.root) from exc
+        self.files[relative] = {"bytes": len(data), "sha256": digest}
         self._write_manifest()
         return path
 
@@ -108,7 +158,7 @@ class RunStore:
         try:
             atomic_write_bytes(self.root / MANIFEST, body)
         except OSError as exc:
-            raise PearlError(f"cannot write {self.root / MANIFEST}: {exc.strerror}; check that {self.root} is writable") from exc
+            raise write_failure(self.root / MANIFEST, exc, self.root) from exc
 
     def write_text(self, relative: str, text: str) -> Path:
         """Write UTF-8 ``text`` (see :meth:`write_bytes`)."""
@@ -130,13 +180,6 @@ class RunStore:
         """Write ``tensors`` as a safetensors file (see :meth:`write_bytes`)."""
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         return self.write_bytes(relative, save_safetensors(contiguous, metadata=metadata))
-
-    def record(self, relative: str) -> None:
-        """Enter the file at ``root/relative``, as it is on disk, into the manifest (repairs an
-        entry left stale by a stop between a file's rename and the manifest's update)."""
-        data = (self.root / relative).read_bytes()
-        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
-        self._write_manifest()
 
     def delete(self, relative: str) -> None:
         """Remove ``root/relative`` from the manifest (written first), then from disk.
@@ -172,9 +215,19 @@ class RunStore:
         if not path.is_file():
             raise PearlError(f"{path} is missing; the run directory is incomplete")
         data = path.read_bytes()
-        if sha256(data) != self.files[relative]["sha256"]:
-            raise PearlError(f"{path} is corrupt: its SHA-256 does not match {MANIFEST}; restore it or re-run the task")
+        if sha256(data) not in self.listed_sha256(relative):
+            raise PearlError(f"{path} is corrupt, or its entry in {MANIFEST} is: their SHA-256 differ; restore the run "
+                             f"directory from a backup, or roll back to a task before the damaged one")
         return data
+
+    def listed_sha256(self, relative: str) -> list[str]:
+        """The SHA-256 digests an intact ``relative`` may have: its manifest entry's, and the
+        ``next`` one while a write of it is under way (module docstring); none for a missing or
+        malformed entry."""
+        entry = self.files.get(relative)
+        if not isinstance(entry, dict):
+            return []
+        return [entry[key] for key in ("sha256", "next") if isinstance(entry.get(key), str)]
 
     def verify(self) -> list[str]:
         """Relative paths of every manifest entry whose file is missing or fails its checksum."""
