@@ -383,6 +383,32 @@ def updated(config: RunConfig, values: dict[str, Any]) -> RunConfig:
     return new
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in the file at ``path`` (safe loader: plain data only), for ``what``
+    (e.g. ``"config file"``) named in errors.
+
+    Raises:
+        ConfigError: the file cannot be read, is not UTF-8 text, or is not valid YAML; one line
+            naming the file and, for YAML, the line and column.
+    """
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); give a YAML file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {_yaml_problem(exc)}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: what is wrong and, when known, the line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    return f"{problem}{where}"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"key=value"``; the value is read as YAML (``3`` → int, ``null`` → None).
 
@@ -395,7 +421,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed --set {text!r}: the value is not valid YAML ({exc.problem})") from exc
+        raise ConfigError(f"malformed --set {text!r}: the value is not valid YAML ({_yaml_problem(exc)})") from exc
     return key.strip(), value
 
 
@@ -419,12 +445,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     explicit: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        loaded = read_yaml(path, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
         legacy = legacy_keys()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pearl_cl.config import PROTOCOLS, SCENARIOS, load_config
+from pearl_cl.config import PROTOCOLS, SCENARIOS, load_config, validate
 from pearl_cl.errors import ConfigError, PearlError
 
 
@@ -153,6 +153,7 @@ def _run(args: argparse.Namespace) -> None:
         result = resume(args.resume, _resume_overrides(args), on_task=on_task)
     else:
         config = _load(args, seed=args.seed, out=args.out, method=args.method)
+        validate(config)  # a bad value is the only line printed
         if distributed.is_main():
             print(f"pearl-cl run: {config.benchmark} · {config.method} · seed {config.seed} · device "
                   f"{device.resolve(config.train.device)} ({config.train.precision})", flush=True)

@@ -20,6 +20,7 @@ from pearl_cl.commands.comparison import Comparison, budget_labels, ordered_meth
 from pearl_cl.engine.engine import RunResult
 from pearl_cl.learning.metrics import percent_of
 from pearl_cl.engine.operations import inspect
+from pearl_cl.engine.outputs import METRICS
 from pearl_cl.config import SCENARIOS
 from pearl_cl.engine.progress import SCENARIO
 from pearl_cl.engine.store import MANIFEST, RunStore
@@ -354,9 +355,9 @@ def _gather(directories: Sequence[Path]) -> _Sources:
                 choosers = set(budget_labels(parse_methods(",".join(settings["methods"]))))
                 row = next((r for r in found.runs if r["seed"] == first and r["method"] in choosers), found.runs[0])
                 name = Path(row["run_directory"]).name if row.get("run_directory") else f"{row['method']}-seed{row['seed']}"
-                main, comparison = inspect(directory / "runs" / name), found
+                main, comparison = _inspected(directory / "runs" / name), found
         else:
-            result, bad = inspect(directory)
+            result, bad = _inspected(directory)
             new, bench = [_run_point(directory, result)], result.metrics["benchmark"]
             main = main or (result, bad)
         benchmark = benchmark or bench
@@ -366,6 +367,20 @@ def _gather(directories: Sequence[Path]) -> _Sources:
         taken = {p.label for p in points}
         points += [p if p.label not in taken else dataclasses.replace(p, label=f"{p.label} ({directory.name})") for p in new]
     return _Sources(main[0], main[1], points, comparison)
+
+
+def _inspected(directory: Path) -> tuple[RunResult, list[str]]:
+    """:func:`~pearl_cl.engine.operations.inspect` of the run in ``directory``, refused when the
+    ``metrics.json`` the report reads fails its checksum (other failing files are listed in the report).
+
+    Raises:
+        PearlError: as ``inspect``, or a damaged ``metrics.json`` (names the fix).
+    """
+    result, bad = inspect(directory)
+    if METRICS in bad:
+        raise PearlError(f"{directory / METRICS} is corrupt, or its entry in {MANIFEST} is: a report would show damaged "
+                         f"figures; pearl-cl run --resume {directory} rewrites it from progress.json")
+    return result, bad
 
 
 def _run_sections(result: RunResult, bad: list[str], images: dict[str, str]) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ import yaml
 
 from pearl_cl.data.folder import folder_classes
 from pearl_cl.data.specs import DATASET_FACTS, IMAGE_FOLDER, BenchmarkSpec
+from pearl_cl.config import read_yaml
 from pearl_cl.errors import ConfigError, DataError
 
 DATASET_KEYS = {"dataset", "tasks"}
@@ -30,10 +31,7 @@ EXAMPLES = "dataset: mnist / tasks: [[0, 1], [2, 3]], or image_folder: DIR / cla
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read benchmark file {path}: {exc}") from exc
+    data = read_yaml(path, "benchmark file")
     if not isinstance(data, dict):
         raise ConfigError(f"benchmark file {path} must hold a mapping, e.g. {EXAMPLES}")
     return data

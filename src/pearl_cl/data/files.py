@@ -42,16 +42,21 @@ def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our message
             handle = Image.open(path)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, at twice its limit
+        raise DataError(f"image {path} is over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                        f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs: {exc}); {fix}") from exc
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
     with handle:
         width, height = handle.size
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and width * height > limit:
             raise DataError(f"image {path} is {width}×{height} = {width * height:,} pixels, over Pillow's limit of "
-                            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); {fix}")
+                            f"{limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); {fix}")
         try:
             yield handle
+        except DataError:
+            raise
         except (OSError, ValueError, EOFError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
 

@@ -54,7 +54,8 @@ def _list_split(folder: Path) -> tuple[list[str], torch.Tensor, list[bool], list
     try:
         listing = ImageFolder(str(folder), loader=lambda p: p)
     except FileNotFoundError as exc:
-        raise DataError(f"image folder {folder}: {exc}") from exc
+        raise DataError(f"image folder {folder}: {exc}; put images in every class folder, or remove the empty one "
+                        f"from train/ and test/") from exc
     paths, labels, grey, sizes = [], [], [], []
     for path, label in listing.samples:
         with opened_image(path, "remove it or replace it with a PNG or JPEG") as handle:

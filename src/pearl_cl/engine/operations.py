@@ -13,7 +13,7 @@ from typing import Any
 from pearl_cl.learning import distributed, metrics
 from pearl_cl.engine.engine import RunResult, RunState, learn_tasks
 from pearl_cl.engine.loggers import keep_steps
-from pearl_cl.engine.outputs import MACHINE_KEYS, write_outputs
+from pearl_cl.engine.outputs import MACHINE_KEYS, METRICS, write_outputs
 from pearl_cl.engine.progress import PROGRESS
 from pearl_cl.engine.store import MANIFEST, ReplicaStore
 from pearl_cl.engine.lock import writing
@@ -99,7 +99,7 @@ def _kept_peak(root: Path) -> dict[str, Any] | bool:
     device, precision, peak memory) from its ``metrics.json`` (for a rollback, which trains
     nothing), or False when that file is unreadable or has no peak memory."""
     try:
-        old = json.loads((root / "metrics.json").read_text())
+        old = json.loads((root / METRICS).read_text())
         return {k: old[k] for k in MACHINE_KEYS if k in old} if "peak_memory_bytes" in old else False
     except (OSError, ValueError, TypeError):
         return False
@@ -134,7 +134,7 @@ def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
     if opened.progress is None or not opened.progress.learned:
         raise PearlError(f"{directory} has no task learned yet")
     try:
-        result = json.loads((opened.store.root / "metrics.json").read_text())
+        result = json.loads((opened.store.root / METRICS).read_text())
     except (OSError, ValueError) as exc:
         raise PearlError(f"{opened.store.root / 'metrics.json'} is unreadable ({exc}); pearl-cl run --resume rewrites it") from exc
     return RunResult.of(opened.store.root, opened.progress, result), opened.store.verify()

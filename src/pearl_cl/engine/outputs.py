@@ -17,6 +17,7 @@ PeakMemory = bool | dict[str, Any]
 """Whether the process's peak memory was reset at the run's start, or the :data:`MACHINE_KEYS`
 entries of ``metrics.json`` to keep (a rollback, which trains nothing, keeps the run's own)."""
 
+METRICS = "metrics.json"  # the run's headline figures
 MACHINE_KEYS = ("device", "precision", "peak_memory_bytes", "peak_memory_scope", "peak_gpu_memory_bytes")
 """The entries of ``metrics.json`` that say where the run computed and what it held at most."""
 
@@ -105,6 +106,6 @@ def write_outputs(store: RunStore, config: RunConfig, source: str, progress: Pro
                      + [f"{metrics.percent_of(r.parameters['total'], backbone_params):.4f}", r.state, _csv(r.train_loss, 6),
                         _csv(r.val_accuracy, 4), f"{s:.3f}"] for r, s in zip(records, progress.seconds)])
     result = metrics_json(config, source, progress, learner, peak, status)
-    store.write_json("metrics.json", result)
+    store.write_json(METRICS, result)
     store.write_json(PROGRESS, progress.to_json())
     return result

@@ -17,6 +17,7 @@ import dataclasses
 import json
 from contextlib import contextmanager
 from datetime import datetime
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,12 +37,15 @@ from pearl_cl.engine.lock import LOCK, OWNER, writing
 from pearl_cl.engine.loggers import StepCSV, TensorBoard
 from pearl_cl.engine.progress import Progress
 from pearl_cl.engine.restore import BENCHMARK_COPY, OpenRun
-from pearl_cl.engine.store import open_store
+from pearl_cl.engine.store import MANIFEST, TEMPORARY, open_store
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.methods.record import TaskRecord
 from pearl_cl.registry import METHODS
 
 OnTask = Callable[[TaskRecord, np.ndarray], None]
+
+
+STARTED = (LOCK, OWNER, MANIFEST, BENCHMARK_COPY)  # what a run directory holds before its config.yaml
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -128,11 +132,15 @@ def placed(config: RunConfig) -> Iterator[None]:
 
 
 def check_new(directory: Path) -> None:
-    """Raise :class:`PearlError` unless ``directory`` is missing or holds nothing but a write
-    lock (:mod:`pearl_cl.engine.lock`)."""
-    if directory.exists() and (not directory.is_dir() or any(p.name not in (LOCK, OWNER) for p in directory.iterdir())):
-        if not directory.is_dir():
-            raise PearlError(f"--out {directory} is a file, not a directory; choose a new run directory with --out DIR")
+    """Raise :class:`PearlError` unless ``directory`` is missing or holds nothing but what a run
+    stopped before its ``config.yaml`` was in place leaves: the write lock
+    (:mod:`pearl_cl.engine.lock`), ``manifest.json``, ``benchmark.yaml`` and temporary files. Such
+    a run is started again from the beginning."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise PearlError(f"--out {directory} is a file, not a directory; choose a new run directory with --out DIR")
+    if any(p.name not in STARTED and not fnmatch(p.name, TEMPORARY) for p in directory.iterdir()):
         raise PearlError(f"run directory {directory} already exists and is not empty; choose a new one with --out DIR, "
                          f"or continue it with pearl-cl run --resume {directory}")
 
