@@ -11,8 +11,10 @@ the phases below in the order they happen:
 - ``statistics``: a task's router statistics (``task_statistics``);
 - ``evaluation``: the accuracy of the tasks so far (``evaluate``);
 - ``write``: a run file handed to the store (``RunStore.write_bytes``), before anything is written;
-- ``rename``: a file written to its temporary name, not yet renamed (``os.replace``);
-- ``manifest update``: a file renamed, the manifest not yet updated (``RunStore._write_manifest``).
+- ``manifest announce``: the manifest about to list the file's new digest as ``next``;
+- ``manifest update``: the file renamed into place, the manifest not yet updated;
+- ``rename``: the file written to its temporary name, not yet renamed (``os.replace``);
+- ``manifest rename``: a new manifest written to its temporary name, not yet renamed.
 
 Then, for ``moments`` events spread evenly over each phase's occurrences (and so over the
 tasks), a fresh run of the same config is started in its own process with the same tracer,
@@ -40,7 +42,8 @@ RUN = ["run", "--benchmark", "split-mnist", "--set", "backbone.name=mlp", "--set
        "--set", "data.test_per_task=100", "--set", "train.epochs=1", "--set", "train.reference_epochs=1",
        "--set", "train.batch_size=32", "--set", "pearl.probe_epochs=1", "--set", "routing.sample=200"]
 PHASES = ("reference training", "probe", "adapter training", "rank step", "statistics", "evaluation", "write",
-          "rename", "manifest update")
+          "manifest announce", "manifest update", "rename", "manifest rename")
+FILE_PHASES = PHASES[6:]  # the events of one file's write, printed with the file's name
 STEP_PHASES = PHASES[:3]  # an optimiser step is counted in the phase it happens in
 UNTIMED = ("seconds", "time", "peak", "memory", "device", "precision", "started", "finished", "torch", "python",
            "platform", "host", "version")
@@ -70,7 +73,7 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
     }
     steps = {inspect.unwrap(torch.optim.Adam.step).__code__, inspect.unwrap(torch.optim.SGD.step).__code__}
     learn = engine.learn_guarded.__code__
-    state = {"count": 0, "phases": [""], "task": 0, "file": ""}
+    state = {"count": 0, "phases": [""], "task": 0, "file": "", "manifests": 0}
 
     def event(phase: str) -> None:
         state["count"] += 1
@@ -81,9 +84,8 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
 
     def profile(frame, what, arg):
         if what == "c_call":
-            if arg is os.replace:
-                state["file"] = Path(frame.f_locals.get("path", "")).name  # atomic_write_bytes's target
-                event("rename")
+            if arg is os.replace:  # inside atomic_write_bytes, whose target is `path`
+                event("manifest rename" if Path(frame.f_locals.get("path", "")).name == store.MANIFEST else "rename")
             return
         code = frame.f_code
         if what == "return":
@@ -103,7 +105,10 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
                 state["phases"].append(phase)
             else:
                 if phase == "write":
-                    state["file"] = frame.f_locals.get("relative", "")
+                    state["file"], state["manifests"] = frame.f_locals.get("relative", ""), 0
+                elif phase == "manifest update":  # the first of a write's two announces, the second updates
+                    state["manifests"] += 1
+                    phase = "manifest announce" if state["manifests"] == 1 else phase
                 event(phase)
 
     return profile
@@ -193,7 +198,7 @@ def sweep(moments: int, work: Path, extra: list[str]) -> int:
         args = [*RUN, *extra, "--out", str(directory)]
         killed = _pearl(args, ["--kill-at", str(moment["event"])])
         where = f"event {moment['event']:>5}  task {moment['task']}  {moment['phase']}" + (
-            f" ({moment['file']})" if moment["phase"] in ("write", "rename", "manifest update") else "")
+            f" ({moment['file']})" if moment["phase"] in FILE_PHASES else "")
         if killed.returncode != -signal.SIGKILL:
             print(f"{k:>2}. {where}: NOT KILLED (exit {killed.returncode}) {killed.stderr.strip()[-300:]}")
             failures += 1
