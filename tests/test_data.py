@@ -108,6 +108,20 @@ def test_shuffled_class_order_is_a_seeded_permutation(mnist):
     assert sorted(c for task in orders[0] for c in task) == list(range(10))
 
 
+def test_the_van_de_ven_order_inverts_numpys_seeded_relabelling(mnist):
+    spec = BENCHMARKS["split-mnist"]
+    natural = [t.classes for t in split_tasks(mnist, spec, seed=0, shuffle_classes=True, train_per_task=50,
+                                              test_per_task=10, order_rule="van-de-ven")]
+    assert natural == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]  # their seed 0 keeps the digits in order
+    relabel = np.random.RandomState(2).permutation(10)  # digit y is their label relabel[y]
+    tasks = [t.classes for t in split_tasks(mnist, spec, seed=2, shuffle_classes=True, train_per_task=50,
+                                            test_per_task=10, order_rule="van-de-ven")]
+    for t, classes in enumerate(tasks):  # task t holds their labels 2t, 2t + 1, local labels in that order
+        assert [int(relabel[y]) for y in classes] == [2 * t, 2 * t + 1]
+    with pytest.raises(ConfigError, match="data.class_order"):
+        split_tasks(mnist, spec, seed=2, shuffle_classes=True, order_rule="numpy")
+
+
 def test_bad_split_settings(mnist):
     with pytest.raises(ConfigError, match="val_fraction"):
         split_tasks(mnist, BENCHMARKS["split-mnist"], seed=0, val_fraction=1.0)

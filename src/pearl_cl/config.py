@@ -40,7 +40,9 @@ class DataConfig:
 
     ``root``: torchvision layout folder (None: offline packages only); ``download``: allow a
     torchvision download; ``val_fraction``: share of each task's training images held out for
-    validation; ``shuffle_classes``: permute the class order with the seed;
+    validation; ``shuffle_classes``: permute the class order with the seed; ``class_order``: how
+    (``seeded``: our seeded generator; ``van-de-ven``: as the code of van de Ven & Tolias (2019)
+    deals the digits, :func:`~pearl_cl.data.benchmarks.class_order`);
     ``train_per_task`` / ``test_per_task``: cap images per task (None: all);
     ``first_task_classes`` / ``classes_per_task``: re-cut a class-split benchmark into a first
     task of that many classes and later tasks of ``classes_per_task`` (None: the benchmark's own);
@@ -54,6 +56,7 @@ class DataConfig:
     download: bool = False
     val_fraction: float = 0.1
     shuffle_classes: bool = False
+    class_order: str = "seeded"
     train_per_task: int | None = None
     test_per_task: int | None = None
     first_task_classes: int | None = None
@@ -490,7 +493,7 @@ def validate(config: RunConfig) -> None:
     """
     from pearl_cl.backbones import check_width
     from pearl_cl.backbones.pretrained import checkpoint_path
-    from pearl_cl.data.benchmarks import benchmark_spec
+    from pearl_cl.data.benchmarks import CLASS_ORDERS, benchmark_spec
     from pearl_cl.learning import distributed
 
     _check_method(config.method)
@@ -522,6 +525,8 @@ def validate(config: RunConfig) -> None:
                           f"or null (the benchmark's own)")
     if config.routing.random_features < 1:
         raise ConfigError(f"routing.random_features must be a positive width, got {config.routing.random_features}")
+    if config.data.class_order not in CLASS_ORDERS:
+        raise ConfigError(f"data.class_order must be one of {', '.join(CLASS_ORDERS)}, got {config.data.class_order!r}")
     if config.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0 (0: decode images in the training process), got {config.data.workers}")
     from pearl_cl import device

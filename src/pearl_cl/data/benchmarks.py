@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pearl_cl.data.benchmark_file import read_benchmark_file
@@ -156,6 +157,32 @@ def _take(n: int, limit: int | None, generator: torch.Generator) -> torch.Tensor
     return order if limit is None else order[:limit]
 
 
+CLASS_ORDERS = ("seeded", "van-de-ven")
+"""How ``shuffle_classes`` draws the class order (:func:`class_order`)."""
+
+
+def class_order(n_classes: int, seed: int, rule: str, generator: torch.Generator) -> list[int]:
+    """The classes ``0 … n_classes − 1`` in the order they are dealt to the tasks.
+
+    ``seeded``: ``torch.randperm`` from ``generator`` (the split's generator, seeded with
+    ``seed``; our design). ``van-de-ven``: the order the code of van de Ven & Tolias (2019,
+    github.com/GMvandeVen/continual-learning, ``data.py``) deals the digits in: NumPy's legacy
+    generator seeded with ``seed`` draws a permutation ``p`` that relabels class ``y`` as ``p[y]``,
+    and task ``t`` takes the relabelled classes ``2t, 2t + 1`` (so the order is ``p``'s inverse);
+    seed 0 keeps the natural order, as their ``exception`` does.
+
+    Raises:
+        ConfigError: an unknown ``rule``.
+    """
+    if rule == "seeded":
+        return torch.randperm(n_classes, generator=generator).tolist()
+    if rule == "van-de-ven":
+        if seed == 0:
+            return list(range(n_classes))
+        return np.argsort(np.random.RandomState(seed).permutation(n_classes)).tolist()
+    raise ConfigError(f"data.class_order must be one of {', '.join(CLASS_ORDERS)}, got {rule!r}")
+
+
 def split_tasks(
     images: ImageSet,
     spec: BenchmarkSpec,
@@ -166,12 +193,14 @@ def split_tasks(
     test_per_task: int | None = None,
     first_task_classes: int | None = None,
     classes_per_task: int | None = None,
+    order_rule: str = "seeded",
 ) -> tuple[TaskData, ...]:
     """Cut ``images`` into ``spec.n_tasks`` tasks: ``spec.classes_per_task`` disjoint classes
     each (class split), or every class under a per-task :func:`shift_images` (domain shift).
     ``first_task_classes`` and ``classes_per_task`` re-cut a class split's classes (in their
     seeded order): the first task takes ``first_task_classes`` (default: ``classes_per_task``),
     every later task ``classes_per_task`` (default: the spec's), the last what is left.
+    ``shuffle_classes`` deals the classes in the order :func:`class_order` draws by ``order_rule``.
 
     ``val_fraction`` of each task's (possibly capped) training images become its validation
     split, chosen with ``seed``. ``train_per_task`` / ``test_per_task`` cap the images per task
@@ -191,8 +220,8 @@ def split_tasks(
     domain = spec.shift != "none"
     if domain:
         n_classes = spec.classes_per_task
-    order = torch.randperm(n_classes, generator=generator) if shuffle_classes and not domain else torch.arange(n_classes)
-    groups = recut(spec, order.tolist(), first_task_classes, classes_per_task)
+    order = class_order(n_classes, seed, order_rule, generator) if shuffle_classes and not domain else list(range(n_classes))
+    groups = recut(spec, order, first_task_classes, classes_per_task)
     tasks = []
     for t, classes in enumerate(groups):
         lookup = torch.full((int(images.train_labels.max()) + 1,), -1, dtype=torch.long)
@@ -258,6 +287,7 @@ def make_benchmark(
     first_task_classes: int | None = None,
     classes_per_task: int | None = None,
     standardise: bool = True,
+    order_rule: str = "seeded",
 ) -> Benchmark:
     """Load benchmark ``name`` (a registered name or a benchmark file) and cut it into tasks
     (:func:`split_tasks`). Without ``standardise`` the spec's mean and std become 0 and 1 (pixels
@@ -276,7 +306,7 @@ def make_benchmark(
     if not standardise:
         spec = dataclasses.replace(spec, mean=(0.0,) * len(spec.mean), std=(1.0,) * len(spec.std))
     tasks = split_tasks(images, spec, seed, val_fraction, shuffle_classes, train_per_task, test_per_task,
-                        first_task_classes, classes_per_task)
+                        first_task_classes, classes_per_task, order_rule)
     return Benchmark(spec=spec, tasks=tasks, image_shape=images.image_shape, source=images.source,
                      class_names=images.class_names)
 

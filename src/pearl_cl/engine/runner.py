@@ -65,7 +65,8 @@ def benchmark_for(config: RunConfig) -> Benchmark:
     """
     d = config.data
     bench = make_benchmark(config.benchmark, config.seed, d.root, d.download, d.val_fraction, d.shuffle_classes,
-                           d.train_per_task, d.test_per_task, d.first_task_classes, d.classes_per_task, d.standardise)
+                           d.train_per_task, d.test_per_task, d.first_task_classes, d.classes_per_task, d.standardise,
+                           d.class_order)
     if config.scenario == "task-il" and bench.spec.scenario == "domain-il" and METHODS.get(config.method).single_head:
         raise ConfigError(f"scenario=task-il trains each task over its own output units, but {bench.spec.name}'s tasks "
                           f"share their classes and {config.method} has one head: use scenario=domain-il")
