@@ -11,7 +11,8 @@ the phases below in the order they happen:
 - ``statistics``: a task's router statistics (``task_statistics``);
 - ``evaluation``: the accuracy of the tasks so far (``evaluate``);
 - ``write``: a run file handed to the store (``RunStore.write_bytes``), before anything is written;
-- ``manifest announce``: the manifest about to list the file's new digest as ``next``;
+- ``announced``: the manifest lists the file's new digest as ``next``; the file's temporary not
+  yet created (``tempfile.mkstemp``);
 - ``manifest update``: the file renamed into place, the manifest not yet updated;
 - ``rename``: the file written to its temporary name, not yet renamed (``os.replace``);
 - ``manifest rename``: a new manifest written to its temporary name, not yet renamed.
@@ -42,7 +43,7 @@ RUN = ["run", "--benchmark", "split-mnist", "--set", "backbone.name=mlp", "--set
        "--set", "data.test_per_task=100", "--set", "train.epochs=1", "--set", "train.reference_epochs=1",
        "--set", "train.batch_size=32", "--set", "pearl.probe_epochs=1", "--set", "routing.sample=200"]
 PHASES = ("reference training", "probe", "adapter training", "rank step", "statistics", "evaluation", "write",
-          "manifest announce", "manifest update", "rename", "manifest rename")
+          "announced", "manifest update", "rename", "manifest rename")
 FILE_PHASES = PHASES[6:]  # the events of one file's write, printed with the file's name
 STEP_PHASES = PHASES[:3]  # an optimiser step is counted in the phase it happens in
 UNTIMED = ("seconds", "time", "peak", "memory", "device", "precision", "started", "finished", "torch", "python",
@@ -53,6 +54,7 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
     """A ``sys.setprofile`` function that numbers the events of :data:`PHASES` and kills this
     process with SIGKILL at event ``kill_at`` (or records every event in ``trace``)."""
     import inspect
+    import tempfile
 
     import torch
 
@@ -73,6 +75,7 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
     }
     steps = {inspect.unwrap(torch.optim.Adam.step).__code__, inspect.unwrap(torch.optim.SGD.step).__code__}
     learn = engine.learn_guarded.__code__
+    temporary = tempfile.mkstemp.__code__
     state = {"count": 0, "phases": [""], "task": 0, "file": "", "manifests": 0}
 
     def event(phase: str) -> None:
@@ -96,6 +99,9 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
             return
         if code is learn:
             state["task"] += 1
+        elif code is temporary:
+            if Path(str(frame.f_back.f_locals.get("path", ""))).name != store.MANIFEST:  # atomic_write_bytes's
+                event("announced")
         elif code in steps:
             if state["phases"][-1]:
                 event(state["phases"][-1])
@@ -106,9 +112,10 @@ def _tracer(kill_at: int | None, trace: list[dict[str, Any]] | None):
             else:
                 if phase == "write":
                     state["file"], state["manifests"] = frame.f_locals.get("relative", ""), 0
-                elif phase == "manifest update":  # the first of a write's two announces, the second updates
+                elif phase == "manifest update":  # a write's first manifest announces (the state of "write")
                     state["manifests"] += 1
-                    phase = "manifest announce" if state["manifests"] == 1 else phase
+                    if state["manifests"] == 1:
+                        return
                 event(phase)
 
     return profile

@@ -60,6 +60,22 @@ class Evil:
         return os.system, (f"touch {self.marker}",)
 
 
+class Pointers:
+    """Pickles to ``numpy.ndarray((1,), dtype('O'), buffer=…)``: an object array whose item is a
+    pointer read from the file (touching it would crash the reader)."""
+
+    def __reduce__(self):
+        return np.ndarray, ((1,), np.dtype("O"), b"AAAAAAAA")
+
+
+def _npy_header(path: Path) -> Path:
+    """A .npy file whose header claims a 100000×100000 float64 array and which holds no data."""
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    return path
+
+
 @dataclass
 class Scene:
     """The folder a row builds its input in, and the finished run it may copy."""
@@ -134,6 +150,7 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
     ("malformed config YAML", lambda s: _run("--config", str(s.write("c.yaml", "train: {epochs: 2\n"))),
      "is not valid YAML"),
     ("config not a mapping", lambda s: _run("--config", str(s.write("c.yaml", "- 1\n"))), "must hold a mapping"),
+    ("deeply nested config", lambda s: _run("--config", str(s.write("c.yaml", "[" * 5000))), "too deeply"),
     ("binary config", lambda s: _run("--config", str(s.write("c.yaml", b"\xff\xfe\x00"))), "is not UTF-8 text"),
     ("device not here", lambda s: _run("--set", "train.device=cuda:7"), "train.device='cuda:7' is not available"),
     ("precision off CUDA", lambda s: _run("--set", "train.precision=bf16", "--set", "train.device=cpu"),
@@ -146,7 +163,8 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
     ("unknown dataset", lambda s: _run("--benchmark", str(s.write("b.yaml", "dataset: svhn\ntasks: [[0, 1]]\n"))),
      "unknown dataset 'svhn'"),
     ("missing image folder", lambda s: _run("--benchmark", str(s.write("b.yaml", "image_folder: none\n"
-                                                                                  "classes_per_task: 1\n"))), "none"),
+                                                                                  "classes_per_task: 1\n"))),
+     "has no train/ sub-folder"),
     ("corrupt image", lambda s: _run("--benchmark", s.folder(lambda r: (r / "train/a/1.png").write_bytes(b"\x89PNG junk"))),
      "cannot read image"),
     ("empty image file", lambda s: _run("--benchmark", s.folder(lambda r: (r / "test/b/2.png").write_bytes(b""))),
@@ -156,10 +174,16 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
     ("truncated image", lambda s: _run("--benchmark", s.folder(_truncated), "--out", str(s.tmp / "out")),
      "image file is truncated"),
     ("empty class folder", lambda s: _run("--benchmark", s.folder(lambda r: [p.unlink() for p in (r / "test/b").iterdir()])),
-     "test"),
+     "put images in every class folder"),
+    ("image over the pixel limit", lambda s: _run("--benchmark", s.folder(lambda r: png_header_only(r / "test/a/1.png",
+                                                                                                      10000, 10000))),
+     "is 10000×10000 = 100,000,000 pixels, over Pillow's limit"),
     ("crafted CIFAR pickle", lambda s: _run("--benchmark", "split-cifar10", "--data-root",
                                             s.cifar(pickle.dumps(Evil(s.tmp / "PWNED"), protocol=2))),
      "refers to posix.system"),
+    ("CIFAR pickle of object pointers", lambda s: _run("--benchmark", "split-cifar10", "--data-root",
+                                                       s.cifar(pickle.dumps(Pointers(), protocol=2))),
+     "asks for the NumPy dtype dtype('O')"),
     ("truncated CIFAR pickle", lambda s: _run("--benchmark", "split-cifar10", "--data-root",
                                               s.cifar(pickle.dumps({"data": np.zeros((2, 3072), np.uint8)})[:40])),
      "is not a CIFAR python-version file"),
@@ -177,6 +201,8 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
     ("predict a CMYK image", lambda s: ["predict", str(s.run()),
                                         str(Image.new("CMYK", (28, 28)).save(s.tmp / "c.jpg") or s.tmp / "c.jpg")],
      "its mode is CMYK"),
+    ("predict a .npy claiming a huge array", lambda s: ["predict", str(s.run()), str(_npy_header(s.tmp / "big.npy"))],
+     "cannot use the image"),
     ("predict with a task not learned", lambda s: ["predict", str(s.run()), str(s.tmp / "x.npy"), "--task", "9"],
      "the run learned tasks 1 to 5"),
     # export
@@ -201,9 +227,12 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
      "data.json is corrupt"),
     ("truncated manifest.json", lambda s: ["inspect", str(_truncate(s.run() / "manifest.json"))],
      "manifest.json is unreadable"),
-    ("flipped metrics.json", lambda s: ["report", str(s.flip("metrics.json"))], "a report would show damaged figures"),
+    ("edited metrics.json", lambda s: ["report", str(_edit(s.run() / "metrics.json", '"tasks_learned": 5', '"tasks_learned": 6'))],
+     "a report would show damaged figures"),
     ("damaged manifest entry", lambda s: ["inspect", str(_damage_entry(s.run(), "config.yaml"))],
      "Files that fail manifest.json: config.yaml"),
+    ("malformed manifest entry", lambda s: ["inspect", str(_set_entry(s.run(), "metrics.json", 5))],
+     "the entry of metrics.json is not a size and SHA-256"),
     ("manifest path outside", lambda s: ["inspect", str(_add_entry(s.run(), "../../etc/passwd"))],
      "a path outside the run directory"),
     # compare and report
@@ -211,6 +240,13 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
     ("compare methods", lambda s: ["compare", "--methods", "pearl,lora-r0"], "lora-r0"),
     ("report a non-run", lambda s: ["report", str(s.tmp)], "is neither a run directory"),
 ]
+
+
+def _edit(path: Path, old: str, new: str) -> Path:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path.parent
 
 
 def _truncate(path: Path) -> Path:
@@ -226,8 +262,12 @@ def _damage_entry(root: Path, relative: str) -> Path:
 
 
 def _add_entry(root: Path, relative: str) -> Path:
+    return _set_entry(root, relative, {"bytes": 1, "sha256": "0" * 64})
+
+
+def _set_entry(root: Path, relative: str, entry) -> Path:
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["files"][relative] = {"bytes": 1, "sha256": "0" * 64}
+    manifest["files"][relative] = entry
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 

@@ -75,3 +75,12 @@ def test_an_unreadable_file_is_named(digits, tmp_path):
         files[torch.arange(10)]
     with pytest.raises(DataError, match="cannot read image .*007.png"):
         files.check_headers()
+
+
+def test_a_file_a_worker_cannot_read_is_one_line_naming_it(digits, tmp_path):
+    files, _, _ = digits
+    (tmp_path / "007.png").write_bytes(b"truncated")
+    rows = list(batch_rows(60, 16, torch.Generator().manual_seed(3)))
+    with pytest.raises(DataError, match="cannot read image .*007.png") as raised:
+        list(NormalisedImages(files, MEAN, STD).batches(rows, workers=2))
+    assert "\n" not in str(raised.value) and "Traceback" not in str(raised.value)

@@ -289,7 +289,7 @@ def test_every_method_resumes_from_its_saved_state_to_the_same_numbers(method, v
     assert resumed.metrics["scenarios"] == full.metrics["scenarios"]
 
 
-def test_a_stop_between_progress_and_manifest_is_repaired_on_resume(finished, tmp_path):
+def test_a_stop_between_progress_and_its_manifest_update_reads_as_intact(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(finished.directory, copy)
     rollback(copy, 3)
@@ -302,6 +302,19 @@ def test_a_stop_between_progress_and_manifest_is_repaired_on_resume(finished, tm
     resume(copy)
     assert _matrices(copy) == _matrices(finished.directory)
     assert open_run(copy).store.verify() == []
+
+
+def test_a_stop_of_an_older_version_between_progress_and_manifest_is_repaired_on_resume(finished, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished.directory, copy)
+    rollback(copy, 3)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["progress.json"]["sha256"] = "0" * 64  # pearl-cl 0.2 announced nothing before a rename
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PearlError, match="progress.json is corrupt"):
+        open_run(copy)  # a reader does not repair
+    resume(copy)  # the writer adopts it: its own checksum holds
+    assert _matrices(copy) == _matrices(finished.directory)
 
 
 def test_a_corrupt_progress_or_manifest_is_named(finished, tmp_path, capsys):

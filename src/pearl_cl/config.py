@@ -402,6 +402,8 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); give a YAML file") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{what} {path} nests lists or mappings too deeply to read; give a flat YAML file") from exc
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -423,6 +425,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"malformed --set {text!r}: write --set key=value, e.g. --set train.epochs=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
+    except RecursionError as exc:
+        raise ConfigError(f"malformed --set {text[:40]!r}…: the value nests too deeply") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"malformed --set {text!r}: the value is not valid YAML ({_yaml_problem(exc)})") from exc
     return key.strip(), value

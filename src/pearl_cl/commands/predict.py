@@ -38,8 +38,12 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
         raise DataError(f"{path}: unknown image format {suffix or '(no suffix)'!r}; give PNG, JPEG or .npy files")
     if suffix == ".npy":
         try:
-            image = _from_array(np.load(path, allow_pickle=False))
-        except (OSError, ValueError, EOFError) as exc:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only, until the size is checked
+            if array.size > 4 * shape[1] * shape[2]:
+                raise ValueError(f"it holds an array of shape {array.shape}, larger than one image of this run "
+                                 f"({shape[1]}x{shape[2]}, up to 4 channels)")
+            image = _from_array(np.array(array))
+        except (OSError, ValueError, EOFError, MemoryError) as exc:
             raise DataError(f"{path}: cannot use the image: {exc}") from exc
     else:
         with opened_image(path, "give a PNG or JPEG of the benchmark's size, or a .npy array") as opened:

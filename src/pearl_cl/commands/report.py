@@ -19,6 +19,7 @@ import numpy as np
 from pearl_cl.commands.comparison import Comparison, budget_labels, ordered_methods, parse_methods
 from pearl_cl.engine.engine import RunResult
 from pearl_cl.learning.metrics import percent_of
+from pearl_cl.engine.lock import writing
 from pearl_cl.engine.operations import inspect
 from pearl_cl.engine.outputs import METRICS
 from pearl_cl.config import SCENARIOS
@@ -454,7 +455,7 @@ def write_report(directories: Sequence[str | Path], out: str | Path | None = Non
         PearlError: no directory; a directory that is not a run or comparison directory, has no
             task learned, holds a corrupt ``config.yaml``, ``progress.json`` or ``compare.json``,
             or is of another benchmark than the first (the message names it and the fix); ``out``
-            cannot be written.
+            cannot be written, or another process is writing it (:mod:`pearl_cl.engine.lock`).
     """
     from pearl_cl.commands import plots
 
@@ -462,14 +463,17 @@ def write_report(directories: Sequence[str | Path], out: str | Path | None = Non
         raise PearlError("give at least one run or comparison directory")
     paths = [Path(d) for d in directories]
     sources = _gather(paths)
-    store = RunStore(out if out is not None else paths[0])
-    accuracy = plots.accuracy_matrix_plot(store, sources.main)
-    ranks = plots.rank_plot(store, sources.main)
-    if ranks is None:
-        store.delete(plots.RANKS_PNG)  # left by an earlier report into the same folder
-    parameters = plots.accuracy_vs_parameters_plot(store, sources.points, _routed_scenario(sources.main))
-    images = {"accuracy": f"![accuracy matrices]({plots.ACCURACY_PNG})",  # relative to report.md, beside plots/
-              "ranks": f"![rank and proximity per layer and task]({plots.RANKS_PNG})",
-              "parameters": f"![final accuracy against parameters added]({plots.PARAMETERS_PNG})"}
-    written = [p for p in (accuracy, ranks, parameters) if p is not None]
-    return written + [store.write_text(REPORT, _markdown(sources, images, paths))]
+    target = Path(out if out is not None else paths[0])
+    RunStore(target)  # creates it, with a clear error when it cannot
+    with writing(target):  # one writer: not while a run or resume writes the directory
+        store = RunStore(target)
+        accuracy = plots.accuracy_matrix_plot(store, sources.main)
+        ranks = plots.rank_plot(store, sources.main)
+        if ranks is None:
+            store.delete(plots.RANKS_PNG)  # left by an earlier report into the same folder
+        parameters = plots.accuracy_vs_parameters_plot(store, sources.points, _routed_scenario(sources.main))
+        images = {"accuracy": f"![accuracy matrices]({plots.ACCURACY_PNG})",  # relative to report.md, beside plots/
+                  "ranks": f"![rank and proximity per layer and task]({plots.RANKS_PNG})",
+                  "parameters": f"![final accuracy against parameters added]({plots.PARAMETERS_PNG})"}
+        written = [p for p in (accuracy, ranks, parameters) if p is not None]
+        return written + [store.write_text(REPORT, _markdown(sources, images, paths))]

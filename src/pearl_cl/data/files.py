@@ -12,6 +12,7 @@ memory for one batch at a time, whatever its size.
 from __future__ import annotations
 
 import warnings
+from struct import error as struct_error
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,6 +26,11 @@ from pearl_cl.errors import DataError
 MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode images are converted to
 
 
+# what Pillow raises on a damaged file (its own fuzzing tests expect these besides OSError)
+DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, NotImplementedError, OverflowError, MemoryError,
+                 IndexError, TypeError, struct_error)
+
+
 @contextmanager
 def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # noqa: F821 (Pillow loads lazily)
     """The image file at ``path`` opened by Pillow (its header read, no pixel decoded yet) for the
@@ -36,7 +42,7 @@ def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # 
         DataError: the file cannot be opened or decoded (also inside the block), is not an image,
             or has too many pixels; names the file and ends with ``fix``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with warnings.catch_warnings():
@@ -45,7 +51,7 @@ def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # 
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, at twice its limit
         raise DataError(f"image {path} is over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
                         f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs: {exc}); {fix}") from exc
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
         raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
     with handle:
         width, height = handle.size
@@ -57,7 +63,7 @@ def opened_image(path: str | Path, fix: str) -> Iterator["PIL.Image.Image"]:  # 
             yield handle
         except DataError:
             raise
-        except (OSError, ValueError, EOFError) as exc:
+        except DECODE_ERRORS as exc:
             raise DataError(f"cannot read image {path} ({exc}); {fix}") from exc
 
 

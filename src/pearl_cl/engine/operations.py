@@ -17,7 +17,7 @@ from pearl_cl.engine.outputs import MACHINE_KEYS, METRICS, write_outputs
 from pearl_cl.engine.progress import PROGRESS
 from pearl_cl.engine.store import MANIFEST, ReplicaStore
 from pearl_cl.engine.lock import writing
-from pearl_cl.engine.restore import OpenRun, checked_overrides, load_learner, open_run
+from pearl_cl.engine.restore import OpenRun, checked_overrides, load_learner, open_run, run_root
 from pearl_cl.data.benchmarks import describe
 from pearl_cl.engine.runner import (DATA_RECORD, OnTask, absolute_checkpoint, benchmark_for, default_hooks, deterministic,
                                     fresh_progress, placed)
@@ -38,9 +38,9 @@ def resume(directory: str | Path, overrides: list[str] | None = None, on_task: O
         TrainingError: as :func:`~pearl_cl.engine.runner.run`.
     """
     distributed.initialise()
-    root = open_run(directory).store.root  # a clear error for a directory that is not a run, before any lock
+    root = run_root(directory)  # a clear error for a directory that is not a run, before any lock
     with writing(root, distributed.is_main()):
-        opened = open_run(directory)  # read again under the lock: another writer may have gone on
+        opened = open_run(directory, settle=True)  # read under the lock: another writer may have gone on
         return _resume(opened, overrides, on_task)
 
 
@@ -69,9 +69,9 @@ def rollback(directory: str | Path, to_task: int) -> RunResult:
         PearlError: not a run directory, a missing or corrupt file, ``to_task`` outside
             ``[1, tasks learned − 1]``, or another process writing it.
     """
-    root = open_run(directory).store.root
+    root = run_root(directory)
     with writing(root):
-        return _rollback(open_run(directory), to_task)
+        return _rollback(open_run(directory, settle=True), to_task)
 
 
 def _rollback(opened: OpenRun, to_task: int) -> RunResult:

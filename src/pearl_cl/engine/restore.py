@@ -22,7 +22,7 @@ from pearl_cl.data.benchmarks import Benchmark
 from pearl_cl.errors import ConfigError, PearlError
 from pearl_cl.registry import METHODS
 from pearl_cl.engine.progress import PROGRESS, Progress
-from pearl_cl.engine.store import MANIFEST, RunStore, open_store
+from pearl_cl.engine.store import MANIFEST, RunStore, open_store, sha256
 
 CONFIG = "config.yaml"
 BENCHMARK_COPY = "benchmark.yaml"  # a run on a benchmark file keeps a copy here
@@ -56,17 +56,34 @@ def stored_config(root: Path, overrides: list[str] | None = None) -> RunConfig:
     return config
 
 
-def open_run(directory: str | Path) -> OpenRun:
-    """Open the run in ``directory``, verifying ``config.yaml`` and ``progress.json``.
+def run_root(directory: str | Path) -> Path:
+    """``directory`` as a path, when it holds a run (a ``manifest.json`` and a ``config.yaml``).
 
     Raises:
-        PearlError: not a run directory, or a listed file missing or corrupt (names it).
+        PearlError: it does not (names what is missing and the fix).
     """
     root = Path(directory)
     missing = [name for name in (MANIFEST, CONFIG) if not (root / name).is_file()]
     if missing:
         raise PearlError(f"{root} is not a pearl-cl run directory (no {' or '.join(missing)}); give the --out of a run")
+    return root
+
+
+def open_run(directory: str | Path, settle: bool = False) -> OpenRun:
+    """Open the run in ``directory``, verifying ``config.yaml`` and ``progress.json``. With
+    ``settle`` (a writer holding the write lock: resume, rollback) the manifest is first brought
+    in line with a write a stop interrupted (:meth:`~pearl_cl.engine.store.RunStore.settle`), and
+    a ``progress.json`` that pearl-cl 0.2 or earlier renamed into place just before a stop is
+    entered into the manifest when its own checksum holds.
+
+    Raises:
+        PearlError: not a run directory, or a listed file missing or corrupt (names it).
+    """
+    root = run_root(directory)
     store = open_store(root, writer=distributed.is_main())
+    if settle and distributed.is_main():
+        store.settle()
+        _adopt_progress(store)
     store.read_verified(CONFIG)
     try:
         config = stored_config(root)
@@ -85,6 +102,20 @@ def open_run(directory: str | Path) -> OpenRun:
             raise PearlError(f"{path} is corrupt or not a progress file written by pearl-cl ({exc}); roll back with "
                              f"an intact copy, or start a new run") from exc
     return OpenRun(store, config, progress)
+
+
+def _adopt_progress(store: RunStore) -> None:
+    """Enter ``progress.json`` into the manifest when it fails its manifest digest but holds its
+    own checksum: a run of pearl-cl 0.2 or earlier stopped between the file's rename and the
+    manifest's update (those versions announced nothing before a rename)."""
+    path = store.root / PROGRESS
+    if not path.is_file() or sha256(path.read_bytes()) in store.listed_sha256(PROGRESS):
+        return
+    try:
+        Progress.from_json(json.loads(path.read_bytes()))
+    except (KeyError, TypeError, ValueError):
+        return  # damaged: read_verified reports it
+    store.adopt(PROGRESS)
 
 
 def checked_overrides(opened: OpenRun, overrides: list[str]) -> RunConfig:

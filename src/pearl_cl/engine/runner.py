@@ -193,6 +193,7 @@ def run(config: RunConfig, on_task: OnTask | None = None) -> RunResult:
         with writing(directory, distributed.is_main()):
             if distributed.is_main():
                 check_new(directory)  # again, now that no other writer can start: two runs may have raced to it
+                store.clear()  # what a start killed before its config.yaml left
             if config.benchmark.endswith(BENCHMARK_FILE_SUFFIXES):  # keep the run self-contained
                 store.write_bytes(BENCHMARK_COPY, portable_copy(Path(config.benchmark)))
             store.write_text("config.yaml", save_config(config))

@@ -89,24 +89,44 @@ def sha256(data: bytes) -> str:
 
 
 def read_manifest(root: Path) -> dict[str, dict[str, Any]]:
-    """Relative path → ``{"bytes", "sha256"}`` from ``root/manifest.json``; empty when there is none.
+    """Relative path → entry from ``root/manifest.json`` (empty when there is none). An entry is
+    ``{"bytes", "sha256"}``, with ``next`` while a write of the file is under way (module
+    docstring); a file never written yet may have only ``next``.
 
     Raises:
-        PearlError: the manifest exists but is unreadable (names the fix).
+        PearlError: the manifest exists but is unreadable, lists a path outside ``root``
+            (absolute or with ``..``), or holds a malformed entry (names it and the fix).
     """
     manifest = root / MANIFEST
     if not manifest.exists():
         return {}
     try:
         files = dict(json.loads(manifest.read_text())["files"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PearlError(f"{manifest} is unreadable or not a manifest ({exc}); the run directory's checksums "
                          f"are lost: restore the file from a backup or start a new run") from exc
     outside = [name for name in files if not _inside(name)]
     if outside:
         raise PearlError(f"{manifest} lists {outside[0]!r}, a path outside the run directory; the manifest was edited "
                          f"or damaged: restore it from a backup")
+    malformed = [name for name, entry in files.items() if not _well_formed(entry)]
+    if malformed:
+        raise PearlError(f"{manifest}: the entry of {malformed[0]} is not a size and SHA-256; the manifest was edited "
+                         f"or damaged: restore it from a backup")
     return files
+
+
+def _well_formed(entry: Any) -> bool:
+    """Whether ``entry`` is a manifest entry: hex SHA-256 digests under ``sha256`` and/or ``next``."""
+    if not isinstance(entry, dict) or not ({"sha256", "next"} & entry.keys()):
+        return False
+    digests = [entry[key] for key in ("sha256", "next") if key in entry]
+    return all(isinstance(d, str) and len(d) == 64 and all(c in "0123456789abcdef" for c in d) for d in digests)
+
+
+def _digests(entry: dict[str, Any] | None) -> list[str]:
+    """The SHA-256 digests a manifest entry lists (``sha256``, then ``next``)."""
+    return [entry[key] for key in ("sha256", "next") if key in entry] if entry else []
 
 
 def _inside(relative: Any) -> bool:
@@ -139,16 +159,83 @@ class RunStore:
             PearlError: the file or the manifest cannot be written (names the path and the fix).
         """
         path = self.root / relative
-        digest = sha256(data)
-        self.files[relative] = {**self.files.get(relative, {}), "next": digest}  # announced before the rename
+        digest, before = sha256(data), self.files.get(relative)
+        self.files[relative] = {**(before or {}), "next": digest}  # announced before the rename
         self._write_manifest()
         try:
             self._put(path, data)
         except OSError as exc:
+            self._after_failure(relative, before, digest)
             raise write_failure(path, exc, self.root) from exc
         self.files[relative] = {"bytes": len(data), "sha256": digest}
         self._write_manifest()
         return path
+
+    def _after_failure(self, relative: str, before: dict[str, Any] | None, digest: str) -> None:
+        """List ``relative`` as it is on disk after a write of content ``digest`` failed: the new
+        content when the rename happened before the failure, else the entry from before (none
+        for a new file). Best effort: on a full disk the manifest may keep the announce, which
+        reads as intact and :meth:`settle` clears later."""
+        path = self.root / relative
+        data = path.read_bytes() if path.is_file() else None
+        if data is not None and sha256(data) == digest:
+            self.files[relative] = {"bytes": len(data), "sha256": digest}
+        elif before is None:
+            self.files.pop(relative, None)
+        else:
+            self.files[relative] = before
+        try:
+            self._write_manifest()
+        except PearlError:
+            pass
+
+    def settle(self) -> bool:
+        """Bring every entry that still announces a ``next`` digest in line with its file: the
+        digest the file has (and its size), or no entry for a file that was never written.
+        Entries whose file matches neither digest are left for :meth:`verify` to report. Call
+        it only while holding the run's write lock. Returns whether the manifest changed.
+
+        Raises:
+            PearlError: the manifest cannot be written.
+        """
+        changed = False
+        for relative, entry in list(self.files.items()):
+            if "next" not in entry:
+                continue
+            path = self.root / relative
+            if not path.is_file():
+                if "sha256" not in entry:
+                    del self.files[relative]
+                    changed = True
+                continue
+            data = path.read_bytes()
+            if sha256(data) in self.listed_sha256(relative):
+                self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+                changed = True
+        if changed:
+            self._write_manifest()
+        return changed
+
+    def adopt(self, relative: str) -> None:
+        """Enter ``root/relative`` as it is on disk into the manifest: only for a file whose
+        content was checked another way (a ``progress.json`` with its own checksum). Write lock held.
+
+        Raises:
+            PearlError: the manifest cannot be written.
+        """
+        data = (self.root / relative).read_bytes()
+        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+        self._write_manifest()
+
+    def clear(self) -> None:
+        """Delete every file the manifest lists and empty it: what a start killed before its
+        ``config.yaml`` left (:func:`~pearl_cl.engine.runner.check_new`). Write lock held.
+
+        Raises:
+            PearlError: the manifest cannot be written.
+        """
+        for relative in list(self.files):
+            self.delete(relative)
 
     def _put(self, path: Path, data: bytes) -> None:
         atomic_write_bytes(path, data)
@@ -215,24 +302,27 @@ class RunStore:
         if not path.is_file():
             raise PearlError(f"{path} is missing; the run directory is incomplete")
         data = path.read_bytes()
-        if sha256(data) not in self.listed_sha256(relative):
-            raise PearlError(f"{path} is corrupt, or its entry in {MANIFEST} is: their SHA-256 differ; restore the run "
-                             f"directory from a backup, or roll back to a task before the damaged one")
-        return data
+        if sha256(data) in self.listed_sha256(relative):
+            return data
+        data = path.read_bytes()  # a writer may have gone on since the manifest was read: the file, then its manifest
+        if sha256(data) in _digests(read_manifest(self.root).get(relative)):
+            return data
+        raise PearlError(f"{path} is corrupt, or its entry in {MANIFEST} is: their SHA-256 differ; restore the run "
+                         f"directory from a backup, or roll back to a task before the damaged one")
 
     def listed_sha256(self, relative: str) -> list[str]:
         """The SHA-256 digests an intact ``relative`` may have: its manifest entry's, and the
         ``next`` one while a write of it is under way (module docstring); none for a missing or
         malformed entry."""
-        entry = self.files.get(relative)
-        if not isinstance(entry, dict):
-            return []
-        return [entry[key] for key in ("sha256", "next") if isinstance(entry.get(key), str)]
+        return _digests(self.files.get(relative))
 
     def verify(self) -> list[str]:
-        """Relative paths of every manifest entry whose file is missing or fails its checksum."""
+        """Relative paths of every manifest entry whose file is missing or fails its checksum (an
+        entry announced for a file never written is not reported)."""
         bad = []
-        for relative in self.files:
+        for relative, entry in self.files.items():
+            if "sha256" not in entry and not (self.root / relative).exists():
+                continue  # announced, never written: a write that failed or was stopped before its rename
             try:
                 self.read_verified(relative)
             except PearlError:
