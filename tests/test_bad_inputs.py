@@ -202,7 +202,7 @@ ROWS: list[tuple[str, Callable[[Scene], list[str]], str]] = [
                                         str(Image.new("CMYK", (28, 28)).save(s.tmp / "c.jpg") or s.tmp / "c.jpg")],
      "its mode is CMYK"),
     ("predict a .npy claiming a huge array", lambda s: ["predict", str(s.run()), str(_npy_header(s.tmp / "big.npy"))],
-     "cannot use the image"),
+     "not a whole .npy array"),
     ("predict with a task not learned", lambda s: ["predict", str(s.run()), str(s.tmp / "x.npy"), "--task", "9"],
      "the run learned tasks 1 to 5"),
     # export

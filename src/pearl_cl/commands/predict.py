@@ -39,11 +39,15 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
     if suffix == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only, until the size is checked
+        except (OSError, ValueError, EOFError, MemoryError) as exc:
+            raise DataError(f"{path}: cannot use the image: not a whole .npy array ({exc}); save one image with "
+                            f"numpy.save") from exc
+        try:
             if array.size > 4 * shape[1] * shape[2]:
                 raise ValueError(f"it holds an array of shape {array.shape}, larger than one image of this run "
                                  f"({shape[1]}x{shape[2]}, up to 4 channels)")
             image = _from_array(np.array(array))
-        except (OSError, ValueError, EOFError, MemoryError) as exc:
+        except ValueError as exc:
             raise DataError(f"{path}: cannot use the image: {exc}") from exc
     else:
         with opened_image(path, "give a PNG or JPEG of the benchmark's size, or a .npy array") as opened:
