@@ -56,9 +56,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_failure(path: Path, exc: OSError, root: Path) -> PearlError:
     """The error to raise when writing ``path`` in the run directory ``root`` failed with ``exc``:
-    a full disk (ENOSPC, EDQUOT) names the free space to make, an I/O error (EIO) the disk, any
-    other the permissions. Every message says that the files written before are intact and how
-    to go on. Our design."""
+    a full disk (ENOSPC, EDQUOT) names the free space to make and an I/O error (EIO) the disk,
+    both saying that the files written before are intact and how to go on; any other names the
+    permissions. Our design."""
     again = (f"then run the command again (pearl-cl run --resume {root} continues a run after its last finished "
              f"task; the files written before are intact)")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
