@@ -53,6 +53,7 @@ def test_classic_protocol_sets_the_literature_values_and_overrides_apply_on_top(
     assert (config.backbone.name, config.backbone.width, config.train.optimizer) == ("mlp", 1.0, "adam")
     assert (config.train.lr, config.train.batch_size, config.train.iterations) == (0.001, 128, 10)
     assert (config.train.reset_optimizer, config.lwf.variant, config.data.shuffle_classes) == (False, "van-de-ven", True)
+    assert config.data.class_order == "van-de-ven" and load_config().data.class_order == "seeded"
     assert not config.data.standardise and load_config().data.standardise
     with pytest.raises(ConfigError, match="unknown protocol 'classic'; choose one of: classic-split-mnist"):
         load_config(protocol="classic")
