@@ -428,7 +428,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except RecursionError as exc:
-        raise ConfigError(f"malformed --set {text[:40]!r}…: the value nests too deeply") from exc
+        raise ConfigError(f"malformed --set {text[:40]!r}…: the value nests too deeply; give a flat value, e.g. "
+                          f"--set train.epochs=2") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"malformed --set {text!r}: the value is not valid YAML ({_yaml_problem(exc)})") from exc
     return key.strip(), value

@@ -136,5 +136,5 @@ def inspect(directory: str | Path) -> tuple[RunResult, list[str]]:
     try:
         result = json.loads((opened.store.root / METRICS).read_text())
     except (OSError, ValueError) as exc:
-        raise PearlError(f"{opened.store.root / 'metrics.json'} is unreadable ({exc}); pearl-cl run --resume rewrites it") from exc
+        raise PearlError(f"{opened.store.root / METRICS} is unreadable ({exc}); pearl-cl run --resume rewrites it") from exc
     return RunResult.of(opened.store.root, opened.progress, result), opened.store.verify()

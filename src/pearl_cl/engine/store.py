@@ -73,14 +73,13 @@ def write_failure(path: Path, exc: OSError, root: Path) -> PearlError:
 _MEGABYTES_TO_FREE = 100  # a task's files are a few MB; a round figure the user can act on
 
 
-def remove_temporaries(root: Path) -> list[Path]:
+def remove_temporaries(root: Path) -> None:
     """Delete the temporary files an interrupted :func:`atomic_write_bytes` left under ``root``
-    (a process killed between creating one and renaming it); returns what was deleted. Call it
-    only while holding the run's write lock (:mod:`pearl_cl.engine.lock`)."""
-    found = sorted(p for p in root.rglob(TEMPORARY) if p.is_file())
-    for path in found:
-        path.unlink(missing_ok=True)
-    return found
+    (a process killed between creating one and renaming it). Call it only while holding the
+    run's write lock (:mod:`pearl_cl.engine.lock`)."""
+    for path in root.rglob(TEMPORARY):
+        if path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def sha256(data: bytes) -> str:
@@ -124,6 +123,11 @@ def _well_formed(entry: Any) -> bool:
     return all(isinstance(d, str) and len(d) == 64 and all(c in "0123456789abcdef" for c in d) for d in digests)
 
 
+def _entry(data: bytes) -> dict[str, Any]:
+    """The manifest entry of a file holding ``data``."""
+    return {"bytes": len(data), "sha256": sha256(data)}
+
+
 def _digests(entry: dict[str, Any] | None) -> list[str]:
     """The SHA-256 digests a manifest entry lists (``sha256``, then ``next``)."""
     return [entry[key] for key in ("sha256", "next") if key in entry] if entry else []
@@ -159,15 +163,15 @@ class RunStore:
             PearlError: the file or the manifest cannot be written (names the path and the fix).
         """
         path = self.root / relative
-        digest, before = sha256(data), self.files.get(relative)
-        self.files[relative] = {**(before or {}), "next": digest}  # announced before the rename
+        entry, before = _entry(data), self.files.get(relative)
+        self.files[relative] = {**(before or {}), "next": entry["sha256"]}  # announced before the rename
         self._write_manifest()
         try:
             self._put(path, data)
         except OSError as exc:
-            self._after_failure(relative, before, digest)
+            self._after_failure(relative, before, entry["sha256"])
             raise write_failure(path, exc, self.root) from exc
-        self.files[relative] = {"bytes": len(data), "sha256": digest}
+        self.files[relative] = entry
         self._write_manifest()
         return path
 
@@ -179,7 +183,7 @@ class RunStore:
         path = self.root / relative
         data = path.read_bytes() if path.is_file() else None
         if data is not None and sha256(data) == digest:
-            self.files[relative] = {"bytes": len(data), "sha256": digest}
+            self.files[relative] = _entry(data)
         elif before is None:
             self.files.pop(relative, None)
         else:
@@ -189,11 +193,11 @@ class RunStore:
         except PearlError:
             pass
 
-    def settle(self) -> bool:
+    def settle(self) -> None:
         """Bring every entry that still announces a ``next`` digest in line with its file: the
         digest the file has (and its size), or no entry for a file that was never written.
         Entries whose file matches neither digest are left for :meth:`verify` to report. Call
-        it only while holding the run's write lock. Returns whether the manifest changed.
+        it only while holding the run's write lock.
 
         Raises:
             PearlError: the manifest cannot be written.
@@ -208,13 +212,12 @@ class RunStore:
                     del self.files[relative]
                     changed = True
                 continue
-            data = path.read_bytes()
-            if sha256(data) in self.listed_sha256(relative):
-                self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+            kept = _entry(path.read_bytes())
+            if kept["sha256"] in self.listed_sha256(relative):
+                self.files[relative] = kept
                 changed = True
         if changed:
             self._write_manifest()
-        return changed
 
     def adopt(self, relative: str) -> None:
         """Enter ``root/relative`` as it is on disk into the manifest: only for a file whose
@@ -223,8 +226,7 @@ class RunStore:
         Raises:
             PearlError: the manifest cannot be written.
         """
-        data = (self.root / relative).read_bytes()
-        self.files[relative] = {"bytes": len(data), "sha256": sha256(data)}
+        self.files[relative] = _entry((self.root / relative).read_bytes())
         self._write_manifest()
 
     def clear(self) -> None:
@@ -312,8 +314,8 @@ class RunStore:
 
     def listed_sha256(self, relative: str) -> list[str]:
         """The SHA-256 digests an intact ``relative`` may have: its manifest entry's, and the
-        ``next`` one while a write of it is under way (module docstring); none for a missing or
-        malformed entry."""
+        ``next`` one while a write of it is under way (module docstring); none when it is not
+        listed."""
         return _digests(self.files.get(relative))
 
     def verify(self) -> list[str]:
