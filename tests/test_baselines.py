@@ -54,6 +54,22 @@ def test_lwf_van_de_ven_distils_over_every_active_unit_outside_task_il(small_tas
     assert plain._weights() == (1.0, plain.config.lwf.alpha)
 
 
+@pytest.mark.parametrize("variant, scenario, units", [("van-de-ven", "class-il", 4), ("van-de-ven", "task-il", 2),
+                                                      ("li-hoiem", "class-il", 2)])
+def test_lwf_mean_reduction_divides_the_distillation_by_its_softmax_units(small_tasks, variant, scenario, units):
+    """``lwf.reduction=mean`` averages over a distillation softmax's units: the ``sum`` term over K
+    (every active unit, each task's two units, or the two earlier units)."""
+    learner = _learned(LwF, small_tasks[0], lwf__variant=variant, scenario=scenario)
+    learner._activate(small_tasks[1])
+    x = small_tasks[1].train_x[:32]
+    _nudge(learner.net, 0.1)
+    logits = learner.active_logits(x)
+    summed = learner.extra_loss(x, logits)
+    learner.config.lwf.reduction = "mean"
+    assert summed.item() > 0
+    torch.testing.assert_close(learner.extra_loss(x, logits), summed / units)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_each_method_learns_two_tasks_and_evaluates_both(name, small_tasks):

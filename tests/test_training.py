@@ -53,6 +53,7 @@ def test_classic_protocol_sets_the_literature_values_and_overrides_apply_on_top(
     assert (config.backbone.name, config.backbone.width, config.train.optimizer) == ("mlp", 1.0, "adam")
     assert (config.train.lr, config.train.batch_size, config.train.iterations) == (0.001, 128, 10)
     assert (config.train.reset_optimizer, config.lwf.variant, config.data.shuffle_classes) == (False, "van-de-ven", True)
+    assert config.lwf.reduction == "mean" and load_config().lwf.reduction == "sum"
     assert config.data.class_order == "van-de-ven" and load_config().data.class_order == "seeded"
     assert not config.data.standardise and load_config().data.standardise
     with pytest.raises(ConfigError, match="unknown protocol 'classic'; choose one of: classic-split-mnist"):
@@ -65,6 +66,11 @@ def test_method_hyperparameters_out_of_range_name_their_key(key, value):
     config = load_config(**{key.replace(".", "__"): value})
     with pytest.raises(ConfigError, match=f"{key} must be"):
         validate(config)
+
+
+def test_an_unknown_lwf_reduction_names_the_choices():
+    with pytest.raises(ConfigError, match="unknown lwf.reduction 'median'; choose one of: sum, mean"):
+        validate(load_config(lwf__reduction="median"))
 
 
 PEAK_RESET = """

@@ -246,14 +246,16 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "classic-split-mnist": {
         "backbone.name": "mlp", "backbone.width": 1.0, "train.optimizer": "adam", "train.lr": 0.001,
         "train.batch_size": 128, "train.iterations": 2000, "train.reset_optimizer": False, "scenario": "class-il",
-        "lwf.variant": "van-de-ven", "data.shuffle_classes": True, "data.class_order": "van-de-ven",
-        "data.standardise": False,
+        "lwf.variant": "van-de-ven", "lwf.reduction": "mean", "data.shuffle_classes": True,
+        "data.class_order": "van-de-ven", "data.standardise": False,
     },
 }
 """Named protocols: config values applied before the file and overrides. ``classic-split-mnist``
 is the Split-MNIST protocol of Hsu et al. (2018) and van de Ven & Tolias (2019): an MLP with two
 hidden layers of 400 ReLU units, Adam with lr 0.001 and its state kept across tasks, batches of
-128, 2,000 iterations per task, LwF as their code has it (``lwf.variant=van-de-ven``), the
+128, 2,000 iterations per task, LwF as their code has it (``lwf.variant=van-de-ven``, and
+``lwf.reduction=mean``, the distillation averaged over units as in that code's earlier form, the
+one that reproduces their published LwF figures: README), the
 digits dealt to the five tasks in the order their code draws from the seed (``data.shuffle_classes``,
 ``data.class_order=van-de-ven``: NumPy's legacy generator, natural order for seed 0; their
 published runs use seeds 2 to 21), pixels scaled to [0, 1] and not standardised

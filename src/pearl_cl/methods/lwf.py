@@ -11,7 +11,13 @@ tasks (van de Ven & Tolias' Task-IL form: one softmax per task's head). ``lwf.va
 follows van de Ven & Tolias' code (2019), which the ``classic-split-mnist`` protocol sets: the
 weights are 1/t and 1 − 1/t, and outside Task-IL the distillation softmax covers every active
 unit, the new classes' units with target probability 0 (so it also pulls the new classes'
-logits down on the new images). Hyper-parameters: the ``lwf.*`` section (:class:`LwFConfig`).
+logits down on the new images). ``lwf.reduction``: ``sum`` adds the KL's terms over the units of
+each distillation softmax (the KL divergence itself, Hinton et al. 2015); ``mean`` averages them
+over those units as well as over the images, which divides the term by the number of units K (the
+form of the reference code's ``utils.loss_fn_kd`` at commit 86802a8 of
+github.com/GMvandeVen/continual-learning; its later versions sum, and
+``classic-split-mnist`` sets ``mean`` on the measurements in README). Hyper-parameters: the
+``lwf.*`` section (:class:`LwFConfig`).
 """
 
 from __future__ import annotations
@@ -32,17 +38,20 @@ from pearl_cl.registry import METHODS
 
 
 VARIANTS = ("li-hoiem", "van-de-ven")
+REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
 class LwFConfig:
     """LwF: ``temperature`` T > 0 of the distillation softmax, ``alpha`` ≥ 0 its weight under
-    ``variant=li-hoiem`` (Li & Hoiem's T = 2, λ_o = 1); ``variant`` one of :data:`VARIANTS`."""
+    ``variant=li-hoiem`` (Li & Hoiem's T = 2, λ_o = 1); ``variant`` one of :data:`VARIANTS`;
+    ``reduction`` over a softmax's units, one of :data:`REDUCTIONS`."""
 
     LEGACY: ClassVar[dict[str, str]] = {"baselines.lwf_temperature": "temperature", "baselines.lwf_alpha": "alpha"}
     temperature: float = 2.0
     alpha: float = 1.0
     variant: str = "li-hoiem"
+    reduction: str = "sum"
 
     def check(self, config: RunConfig) -> None:
         """Raise :class:`ConfigError` naming the first ``lwf.*`` key out of range."""
@@ -52,12 +61,15 @@ class LwFConfig:
             raise ConfigError(f"lwf.alpha must be finite and >= 0, got {self.alpha!r}")
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown lwf.variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}")
+        if self.reduction not in REDUCTIONS:
+            raise ConfigError(f"unknown lwf.reduction {self.reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
 
 
-def _kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def _kl(target: torch.Tensor, logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """KL(target ‖ softmax(logits)) averaged over the batch; ``target`` ``(B, K)`` probabilities,
-    zeros allowed."""
-    return (torch.special.xlogy(target, target) - target * torch.log_softmax(logits, dim=1)).sum(1).mean()
+    zeros allowed. ``reduction="mean"`` divides it by K (the terms averaged over the units too)."""
+    terms = torch.special.xlogy(target, target) - target * torch.log_softmax(logits, dim=1)
+    return terms.sum(1).mean() / (target.shape[1] if reduction == "mean" else 1)
 
 
 @METHODS.register("lwf")
@@ -94,19 +106,19 @@ class LwF(SingleHead):
     def extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The distillation term, weighted: T²·KL(targets ‖ current) over the earlier units (the
         first ``K_old`` active units; per earlier task, averaged, for ``task-il``; for
-        ``van-de-ven`` outside Task-IL over every active unit, the new ones with target 0); 0 on
-        the first task."""
+        ``van-de-ven`` outside Task-IL over every active unit, the new ones with target 0), divided
+        by the softmax's number of units under ``reduction=mean``; 0 on the first task."""
         if self.previous is None:
             return logits.new_zeros(())
-        t = self.config.lwf.temperature
+        t, reduction = self.config.lwf.temperature, self.config.lwf.reduction
         old = torch.softmax(self.targets(xb) / t, dim=1)
         if self.per_task:
             groups = self._groups()
-            kl = sum(_kl(old[:, g] / old[:, g].sum(1, keepdim=True), logits[:, g] / t) for g in groups) / len(groups)
+            kl = sum(_kl(old[:, g] / old[:, g].sum(1, keepdim=True), logits[:, g] / t, reduction) for g in groups) / len(groups)
         elif self.config.lwf.variant == "van-de-ven":
-            kl = _kl(nn.functional.pad(old, (0, logits.shape[1] - old.shape[1])), logits / t)
+            kl = _kl(nn.functional.pad(old, (0, logits.shape[1] - old.shape[1])), logits / t, reduction)
         else:
-            kl = _kl(old, logits[:, : old.shape[1]] / t)
+            kl = _kl(old, logits[:, : old.shape[1]] / t, reduction)
         return self._weights()[1] * t * t * kl
 
     def _groups(self) -> list[torch.Tensor]:
