@@ -8,12 +8,24 @@ import pytest
 import torch
 
 from pearl_cl.config import load_config
-from pearl_cl.methods.inflora import InfLoRA, down_projection, grown_basis, target_layers
+from pearl_cl.methods.inflora import InfLoRA, down_projection, grown_basis, left_singular, target_layers
 
 
 def _orthonormal(d: int, k: int, seed: int) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(d, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     return q
+
+
+def test_left_singular_agrees_with_the_svd_and_takes_repeated_singular_values():
+    m = torch.randn(12, 200, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    u, energy = left_singular(m)
+    u_svd, s, _ = torch.linalg.svd(m, full_matrices=False)
+    torch.testing.assert_close(energy, s**2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close((u * u_svd).sum(0).abs(), torch.ones(12, dtype=torch.float64), rtol=0, atol=1e-8)
+    repeated = torch.cat([torch.eye(12, dtype=torch.float64)] * 50 + [torch.zeros(12, 300, dtype=torch.float64)], dim=1)
+    u, energy = left_singular(repeated)  # one singular value, 12 times over
+    torch.testing.assert_close(energy, torch.full((12,), 50.0, dtype=torch.float64))
+    torch.testing.assert_close(u @ u.T, torch.eye(12, dtype=torch.float64))
 
 
 def test_the_down_projection_is_orthonormal_and_orthogonal_to_earlier_tasks():

@@ -108,6 +108,18 @@ def projected_out(h: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return h - basis @ (basis.T @ h)
 
 
+def left_singular(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d, d)`` left singular vectors of ``m`` ``(d, n)`` as columns, largest first, and ``(d,)``
+    their squared singular values (≥ 0), from the eigendecomposition of m mᵀ.
+
+    Our design: ``torch.linalg.svd`` (LAPACK gesdd) failed to converge on a layer's inputs of a
+    split-mnist run (ill-conditioned, many repeated singular values); the symmetric eigensolver
+    does not fail there and works on a d × d matrix however many inputs n there are."""
+    energy, vectors = torch.linalg.eigh(m @ m.T)
+    order = torch.argsort(energy, descending=True)
+    return vectors[:, order], energy[order].clamp_min(0)
+
+
 def down_projection(h: torch.Tensor, basis: torch.Tensor, rank: int) -> torch.Tensor:
     """``(r, d)`` A: the top ``r`` = min(``rank``, d − k) left singular vectors of
     (I − M Mᵀ) H as rows, projected out of span(M) again and re-orthonormalised, so A M = 0
@@ -116,7 +128,7 @@ def down_projection(h: torch.Tensor, basis: torch.Tensor, rank: int) -> torch.Te
     r = min(rank, d - k)
     if r <= 0:
         return h.new_zeros((0, d))
-    u, _, _ = torch.linalg.svd(projected_out(h, basis), full_matrices=False)
+    u, _ = left_singular(projected_out(h, basis))
     rows = projected_out(u[:, :r], basis)
     q, _ = torch.linalg.qr(rows)
     return q.T
@@ -131,12 +143,12 @@ def grown_basis(h: torch.Tensor, basis: torch.Tensor, threshold: float) -> torch
     if total == 0:
         return basis
     inside = total - float((residual**2).sum())
-    u, s, _ = torch.linalg.svd(residual, full_matrices=False)
     needed = threshold * total - inside
     if needed <= 0:
         return basis
-    k = int(torch.searchsorted(torch.cumsum(s**2, 0), torch.tensor(needed, dtype=s.dtype, device=s.device)).item()) + 1
-    q, _ = torch.linalg.qr(torch.cat([basis, u[:, : min(k, len(s))]], dim=1))
+    u, energy = left_singular(residual)
+    k = int(torch.searchsorted(torch.cumsum(energy, 0), torch.tensor(needed, dtype=energy.dtype, device=energy.device)).item()) + 1
+    q, _ = torch.linalg.qr(torch.cat([basis, u[:, : min(k, len(energy))]], dim=1))
     return q
 
 
