@@ -65,9 +65,10 @@ class LwFConfig:
             raise ConfigError(f"unknown lwf.reduction {self.reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
 
 
-def _kl(target: torch.Tensor, logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def _kl(target: torch.Tensor, logits: torch.Tensor, reduction: str) -> torch.Tensor:
     """KL(target ‖ softmax(logits)) averaged over the batch; ``target`` ``(B, K)`` probabilities,
-    zeros allowed. ``reduction="mean"`` divides it by K (the terms averaged over the units too)."""
+    zeros allowed; ``reduction`` ``"sum"`` keeps it, ``"mean"`` divides it by K (the terms
+    averaged over the units too)."""
     terms = torch.special.xlogy(target, target) - target * torch.log_softmax(logits, dim=1)
     return terms.sum(1).mean() / (target.shape[1] if reduction == "mean" else 1)
 
